@@ -1,0 +1,181 @@
+//! `ProxyError`: every way credproxy itself answers a request, and the one place that knows
+//! the SPEC's status table. Bodies are `{"error", "message", "request_id"}`; internal detail
+//! (I/O errors, upstream error chains) goes to the log, never into the body.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::identity::AuthError;
+use crate::policy::PathError;
+use crate::secrets::SecretError;
+
+/// A request credproxy answers itself instead of forwarding.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// 400: malformed or non-normalised path.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: token missing or rejected.
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthError),
+    /// 403: no rule allows it.
+    #[error("{message}")]
+    Forbidden {
+        /// Says which caller, route, method and path.
+        message: String,
+        /// Audit reason: `forbidden` or `grant_expired`.
+        reason: &'static str,
+    },
+    /// 404: no such route (for an authenticated caller).
+    #[error("no route named `{0}`")]
+    UnknownRoute(String),
+    /// 404 for reserved paths under `/_credproxy/`.
+    #[error("no such endpoint")]
+    NotFound,
+    /// 413: body over `max_body_bytes`.
+    #[error("request body is larger than this route's limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The route's limit.
+        limit: u64,
+    },
+    /// 502: connect or TLS failure, or the upstream broke the exchange.
+    #[error("the upstream could not be reached")]
+    UpstreamUnreachable,
+    /// 503: the credential cannot be resolved.
+    #[error("{0}")]
+    CredentialUnavailable(#[from] SecretError),
+    /// 503: too many requests in flight.
+    #[error("credproxy is at its limit of requests in flight; retry after a moment")]
+    Overloaded,
+    /// 504: no response headers within `timeout_seconds`.
+    #[error("the upstream did not answer within {0} seconds")]
+    UpstreamTimeout(u64),
+}
+
+impl From<PathError> for ProxyError {
+    fn from(e: PathError) -> Self {
+        ProxyError::BadRequest(e.to_string())
+    }
+}
+
+impl ProxyError {
+    /// HTTP status, per the SPEC's table.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::UnknownRoute(_) | ProxyError::NotFound => StatusCode::NOT_FOUND,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            ProxyError::CredentialUnavailable(_) | ProxyError::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The JSON `error` code, per the SPEC's table.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::Unauthenticated(_) => "unauthenticated",
+            ProxyError::Forbidden { .. } => "forbidden",
+            ProxyError::UnknownRoute(_) => "unknown_route",
+            ProxyError::NotFound => "not_found",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::UpstreamUnreachable => "upstream_unreachable",
+            ProxyError::CredentialUnavailable(_) => "credential_unavailable",
+            ProxyError::Overloaded => "overloaded",
+            ProxyError::UpstreamTimeout(_) => "upstream_timeout",
+        }
+    }
+
+    /// The audit `reason`: the code, refined where it helps an investigator.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::Unauthenticated(e) => e.reason(),
+            ProxyError::Forbidden { reason, .. } => reason,
+            other => other.code(),
+        }
+    }
+
+    /// The JSON error response, with `X-Request-Id` and the headers the status calls for.
+    pub fn into_response_with(self, request_id: &HeaderValue) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({
+            "error": self.code(),
+            "message": self.to_string(),
+            "request_id": request_id.to_str().unwrap_or_default(),
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(crate::server::X_REQUEST_ID, request_id.clone());
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            ProxyError::Unauthenticated(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ProxyError::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes_follow_the_spec_table() {
+        let secret = SecretError::Empty {
+            resource: "env:X".to_string(),
+        };
+        let cases: Vec<(ProxyError, u16, &str)> = vec![
+            (ProxyError::BadRequest("x".into()), 400, "bad_request"),
+            (
+                ProxyError::Unauthenticated(AuthError::Missing),
+                401,
+                "unauthenticated",
+            ),
+            (
+                ProxyError::Forbidden {
+                    message: "m".into(),
+                    reason: "forbidden",
+                },
+                403,
+                "forbidden",
+            ),
+            (ProxyError::UnknownRoute("r".into()), 404, "unknown_route"),
+            (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (ProxyError::UpstreamUnreachable, 502, "upstream_unreachable"),
+            (
+                ProxyError::CredentialUnavailable(secret),
+                503,
+                "credential_unavailable",
+            ),
+            (ProxyError::Overloaded, 503, "overloaded"),
+            (ProxyError::UpstreamTimeout(30), 504, "upstream_timeout"),
+        ];
+        for (err, status, code) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+            assert_eq!(err.code(), code, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn unauthenticated_carries_www_authenticate_and_request_id() {
+        let id = HeaderValue::from_static("req-1");
+        let r = ProxyError::Unauthenticated(AuthError::Expired).into_response_with(&id);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(r.headers()["x-request-id"], "req-1");
+        assert_eq!(
+            ProxyError::Unauthenticated(AuthError::Expired).reason(),
+            "token_expired"
+        );
+    }
+}

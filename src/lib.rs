@@ -1,0 +1,101 @@
+//! credproxy: a credential-injecting HTTP proxy for data pipelines on Google Cloud.
+//!
+//! A pipeline calls `METHOD /{route}/{rest}` with the Google-signed ID token of its service
+//! account; credproxy verifies the token, checks a default-deny policy, injects the route's
+//! credential and streams the exchange with the upstream. Pipelines never hold the secret.
+//!
+//! # Layout
+//!
+//! - [`config`]: the YAML file, parsed into types that cannot be invalid; every problem at once.
+//! - [`identity`]: JWKS cache and ID-token verification -> [`identity::Caller`].
+//! - [`policy`]: path normalisation, patterns and the rule matcher (no I/O; shared with
+//!   `explain`).
+//! - [`secrets`]: secret references and the prepared, injected form of each credential.
+//! - [`proxy`]: header hygiene, injection, the streaming forward.
+//! - [`error`]: [`error::ProxyError`], the only place that knows the status table.
+//! - [`server`]: state, the handler, `/_credproxy/*`, the accept loop and graceful shutdown.
+//! - [`dev`], [`explain`], [`telemetry`]: the `dev` and `explain` commands, logging.
+//!
+//! # Stage order
+//!
+//! Every proxied request runs these stages in `server::pipeline`, each a plain function that
+//! returns `Result<_, ProxyError>`:
+//!
+//! 1. **authenticate**: verify the bearer token (401 before anything about routes is said);
+//! 2. **route**: origin-form target, normalise the path, find the route (400, 404);
+//! 3. **authorize**: default deny over the route's rules (403);
+//! 4. **resolve**: the route's current credential (503);
+//! 5. **rewrite**: clean the caller's headers and query, inject the credential;
+//! 6. **forward**: stream to the upstream and back (413, 502, 504).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod explain;
+pub mod identity;
+pub mod policy;
+pub mod proxy;
+pub mod secrets;
+pub mod server;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] config::Problems),
+    /// A credential could not be resolved at start.
+    #[error("route `{route}`: {source}")]
+    Secret {
+        /// The route whose credential failed.
+        route: String,
+        /// What failed.
+        source: secrets::SecretError,
+    },
+    /// Binding the listener or serving failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// Resolves credentials, binds the listener, keeps the JWKS fresh and serves until
+/// `shutdown` completes; then drains in-flight requests.
+pub async fn run(
+    config: config::Config,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let verifier = Arc::new(identity::Verifier::new(&config.identity)?);
+    let mut credentials = Vec::with_capacity(config.routes.len());
+    for route in &config.routes {
+        let credential = secrets::resolve_at_start(&route.credential, env)
+            .await
+            .map_err(|source| StartError::Secret {
+                route: route.name.clone(),
+                source,
+            })?;
+        credentials.push(credential);
+    }
+    let app = Arc::new(server::App::new(config, verifier.clone(), credentials)?);
+    let listener = tokio::net::TcpListener::bind(app.config.listen).await?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        routes = app.routes.len(),
+        environment = app.config.environment.as_deref().unwrap_or(""),
+        jwks_url = %app.config.identity.jwks_url,
+        "credproxy listening"
+    );
+    let refresher = tokio::spawn(verifier.run_refresher());
+    let result = server::serve(listener, app, shutdown).await;
+    refresher.abort();
+    result.map_err(StartError::from)
+}

@@ -1,0 +1,213 @@
+//! The `credproxy` command line: parses arguments, calls the library, maps outcomes to exit
+//! codes (0 ok, 1 error, 2 usage, 3 `explain` deny).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use credproxy::config::{self, Severity};
+
+#[derive(Parser)]
+#[command(
+    name = "credproxy",
+    version,
+    about = "Credential-injecting API proxy for data pipelines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (config: --config, else $CREDPROXY_CONFIG, else /etc/credproxy/config.yaml).
+    Serve {
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file: exit 0 when valid, else 1 with every problem.
+    Check {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Policy dry run: exit 0 when allowed, 3 when denied.
+    Explain {
+        /// Configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Caller email (the ID token's `email`).
+        #[arg(long)]
+        caller: String,
+        /// HTTP method.
+        method: String,
+        /// Request path as the caller would send it: /ROUTE/PATH
+        url_path: String,
+    },
+    /// Offline demo: local signing key and JWKS, echo upstream, ready config, curl lines.
+    Dev {
+        /// Port on 127.0.0.1 (default $PORT, else 8080).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn print_problems(problems: &[config::Problem]) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config: path } => match config::load_file(&path, &env) {
+            Ok((config, warnings)) => {
+                print_problems(&warnings);
+                println!(
+                    "{}: valid ({} route(s){})",
+                    path.display(),
+                    config.routes.len(),
+                    if warnings.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} warning(s)", warnings.len())
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                print_problems(&problems.0);
+                let errors = problems
+                    .0
+                    .iter()
+                    .filter(|p| p.severity == Severity::Error)
+                    .count();
+                eprintln!("{}: invalid ({errors} error(s))", path.display());
+                ExitCode::from(1)
+            }
+        },
+        Command::Explain {
+            config: path,
+            caller,
+            method,
+            url_path,
+        } => match config::load_file(&path, &env) {
+            Ok((config, _)) => {
+                let e = credproxy::explain::explain(
+                    &config,
+                    &caller,
+                    &method,
+                    &url_path,
+                    chrono::Utc::now(),
+                );
+                print!("{}", e.report);
+                if e.allowed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                }
+            }
+            Err(problems) => {
+                print_problems(&problems.0);
+                ExitCode::from(1)
+            }
+        },
+        Command::Serve { config: flag } => {
+            credproxy::telemetry::init_json();
+            let path = config::config_path(flag, &env);
+            let config = match config::load_file(&path, &env) {
+                Ok((config, warnings)) => {
+                    print_problems(&warnings);
+                    config
+                }
+                Err(problems) => {
+                    print_problems(&problems.0);
+                    eprintln!("credproxy: {} is invalid; not starting", path.display());
+                    return ExitCode::from(1);
+                }
+            };
+            run_runtime(async move { credproxy::run(config, &env_sync, shutdown_signal()).await })
+        }
+        Command::Dev { port } => {
+            credproxy::telemetry::init_human();
+            run_runtime(async move { dev(port).await })
+        }
+    }
+}
+
+fn env_sync(name: &str) -> Option<String> {
+    env(name)
+}
+
+fn run_runtime(
+    future: impl std::future::Future<Output = Result<(), credproxy::StartError>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("credproxy: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("credproxy: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dev(port: Option<u16>) -> Result<(), credproxy::StartError> {
+    let port = port
+        .or_else(|| env("PORT").and_then(|p| p.parse().ok()))
+        .unwrap_or(8080);
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let session = credproxy::dev::prepare(listen)
+        .await
+        .map_err(std::io::Error::other)?;
+    let secret =
+        env("CREDPROXY_DEV_SECRET").unwrap_or_else(|| credproxy::dev::DEV_SECRET.to_string());
+    let lookup = move |name: &str| {
+        if name == "CREDPROXY_DEV_SECRET" {
+            Some(secret.clone())
+        } else {
+            None
+        }
+    };
+    let (config, _) = config::parse(&session.config, &lookup)?;
+    println!("{}", credproxy::dev::banner(listen, &session));
+    credproxy::run(config, &lookup, shutdown_signal()).await
+}
+
+/// Completes on SIGTERM (Cloud Run) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,590 @@
+//! Policy: path normalisation, caller and path patterns, and the default-deny rule matcher.
+//!
+//! This module does no I/O, so `credproxy explain` and the server share one matcher.
+//! Patterns are compiled once at load; matching walks `str::split` iterators and allocates
+//! nothing.
+//!
+//! Normalisation turns a request target into the route name, the *decoded* path that policy
+//! judges, and the canonical *encoded* path that is forwarded. Both come from the same
+//! segments, so the upstream sees exactly the path that policy allowed: an encoded `/`, `\`,
+//! NUL, control character or a `.`/`..` segment is rejected instead of being interpreted
+//! differently on the two sides.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use http::Method;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+/// Why a request target was rejected before policy (400 `bad_request`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The target is not in origin form (`/path`).
+    #[error("the request target must be a path starting with `/`")]
+    NotOriginForm,
+    /// `//` somewhere in the path.
+    #[error("the path has an empty segment (`//`)")]
+    EmptySegment,
+    /// `.` or `..`, raw or encoded.
+    #[error("the path has a `.` or `..` segment")]
+    DotSegment,
+    /// Encoded `/` or `\`, raw `\`, NUL or another control character.
+    #[error("the path has an encoded `/`, a `\\`, NUL or a control character")]
+    ForbiddenCharacter,
+    /// A percent-encoding that does not decode to UTF-8.
+    #[error("the path does not decode to UTF-8")]
+    NotUtf8,
+    /// No route segment at all.
+    #[error("the path names no route: use /ROUTE/PATH")]
+    NoRoute,
+}
+
+/// A normalised request target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// First segment, decoded: the route name.
+    pub route: Cow<'a, str>,
+    /// The rest of the path, decoded, starting with `/` (policy judges this).
+    pub path: Cow<'a, str>,
+    /// The rest of the path in canonical percent-encoding (this is forwarded).
+    pub upstream_path: Cow<'a, str>,
+}
+
+/// Characters re-encoded in a forwarded path segment.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Splits and normalises an origin-form path (`/route/rest`), rejecting anything that could
+/// be read differently by credproxy and the upstream.
+pub fn normalise(raw: &str) -> Result<Target<'_>, PathError> {
+    let Some(after) = raw.strip_prefix('/') else {
+        return Err(PathError::NotOriginForm);
+    };
+    if raw.contains('\\') {
+        return Err(PathError::ForbiddenCharacter);
+    }
+    let (route_raw, rest) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, ""),
+    };
+    if route_raw.is_empty() {
+        return Err(if rest.is_empty() {
+            PathError::NoRoute
+        } else {
+            PathError::EmptySegment
+        });
+    }
+    let route = decode_segment(route_raw)?;
+    // `/route` and `/route/` both mean the upstream's base path.
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let segments = &rest[1..];
+    let mut needs_rewrite = false;
+    let mut count = 0usize;
+    let total = segments.split('/').count();
+    for seg in segments.split('/') {
+        count += 1;
+        if seg.is_empty() && count < total {
+            return Err(PathError::EmptySegment);
+        }
+        let decoded = decode_segment(seg)?;
+        if let Cow::Owned(_) = decoded {
+            needs_rewrite = true;
+        }
+    }
+    if !needs_rewrite {
+        return Ok(Target {
+            route,
+            path: Cow::Borrowed(rest),
+            upstream_path: Cow::Borrowed(rest),
+        });
+    }
+    let mut path = String::with_capacity(rest.len());
+    let mut upstream = String::with_capacity(rest.len());
+    for seg in segments.split('/') {
+        let decoded = decode_segment(seg)?;
+        path.push('/');
+        path.push_str(&decoded);
+        upstream.push('/');
+        upstream.extend(utf8_percent_encode(&decoded, SEGMENT));
+    }
+    Ok(Target {
+        route,
+        path: Cow::Owned(path),
+        upstream_path: Cow::Owned(upstream),
+    })
+}
+
+fn decode_segment(seg: &str) -> Result<Cow<'_, str>, PathError> {
+    let decoded = if seg.contains('%') {
+        percent_decode_str(seg)
+            .decode_utf8()
+            .map_err(|_| PathError::NotUtf8)?
+    } else {
+        Cow::Borrowed(seg)
+    };
+    if decoded == "." || decoded == ".." {
+        return Err(PathError::DotSegment);
+    }
+    if decoded
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Err(PathError::ForbiddenCharacter);
+    }
+    Ok(decoded)
+}
+
+// ------------------------------------------------------------------------------------------
+// Patterns
+
+/// Who a rule applies to: an exact service-account email, or every account of a project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerPattern {
+    /// One email, compared case-insensitively.
+    Exact(String),
+    /// `*@PROJECT.iam.gserviceaccount.com`: stores `@PROJECT.iam.gserviceaccount.com`.
+    Project(String),
+}
+
+const SA_DOMAIN: &str = ".iam.gserviceaccount.com";
+
+impl CallerPattern {
+    /// Parses `name@domain` or `*@PROJECT.iam.gserviceaccount.com`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.to_ascii_lowercase();
+        if let Some(domain) = lower.strip_prefix("*@") {
+            let Some(project) = domain.strip_suffix(SA_DOMAIN) else {
+                return Err(format!(
+                    "`{text}`: a wildcard is allowed only as `*@PROJECT.iam.gserviceaccount.com`"
+                ));
+            };
+            if project.is_empty()
+                || !project
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(format!("`{text}`: `{project}` is not a project id"));
+            }
+            return Ok(CallerPattern::Project(format!("@{domain}")));
+        }
+        if lower.contains('*') {
+            return Err(format!(
+                "`{text}`: a wildcard is allowed only as `*@PROJECT.iam.gserviceaccount.com`"
+            ));
+        }
+        let mut parts = lower.split('@');
+        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("`{text}` is not an email address"));
+        };
+        if local.is_empty()
+            || domain.is_empty()
+            || !domain.contains('.')
+            || lower.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!("`{text}` is not an email address"));
+        }
+        Ok(CallerPattern::Exact(lower))
+    }
+
+    /// Whether a verified caller email matches.
+    pub fn matches(&self, email: &str) -> bool {
+        match self {
+            CallerPattern::Exact(e) => e.eq_ignore_ascii_case(email),
+            CallerPattern::Project(suffix) => {
+                email.len() > suffix.len()
+                    && email.is_char_boundary(email.len() - suffix.len())
+                    && email[email.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                    && !email[..email.len() - suffix.len()].contains('@')
+            }
+        }
+    }
+}
+
+impl fmt::Display for CallerPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallerPattern::Exact(e) => f.write_str(e),
+            CallerPattern::Project(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Lit(String),
+    One,
+    Rest,
+}
+
+/// A path pattern: `*` matches one non-empty segment, `**` any number of segments (at most
+/// one `**` per pattern); a trailing slash is significant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    text: String,
+    segs: Vec<Seg>,
+}
+
+impl PathPattern {
+    /// Compiles a pattern such as `/v1/charges/*` or `/v1/**`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some(body) = text.strip_prefix('/') else {
+            return Err(format!("`{text}` must start with `/`"));
+        };
+        if text.contains(['?', '#', '\\']) {
+            return Err(format!("`{text}`: a path pattern has no `?`, `#` or `\\`"));
+        }
+        let parts: Vec<&str> = body.split('/').collect();
+        let mut segs = Vec::with_capacity(parts.len());
+        let mut rests = 0;
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let seg = match *part {
+                "" if !last => return Err(format!("`{text}` has an empty segment (`//`)")),
+                "**" => {
+                    rests += 1;
+                    Seg::Rest
+                }
+                "*" => Seg::One,
+                "." | ".." => return Err(format!("`{text}` has a `.` or `..` segment")),
+                p if p.contains('*') => {
+                    return Err(format!(
+                        "`{text}`: `*` and `**` must be whole segments (`/v1/*`, not `/v1/a*`)"
+                    ));
+                }
+                p => {
+                    let decoded = percent_decode_str(p)
+                        .decode_utf8()
+                        .map_err(|_| format!("`{text}` does not decode to UTF-8"))?;
+                    if decoded.contains(['/', '\\']) || decoded.chars().any(char::is_control) {
+                        return Err(format!(
+                            "`{text}` has an encoded `/`, `\\` or control character"
+                        ));
+                    }
+                    Seg::Lit(decoded.into_owned())
+                }
+            };
+            segs.push(seg);
+        }
+        if rests > 1 {
+            return Err(format!("`{text}`: at most one `**` per pattern"));
+        }
+        Ok(PathPattern {
+            text: text.to_string(),
+            segs,
+        })
+    }
+
+    /// Whether a normalised, decoded path (starting with `/`) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        match path.strip_prefix('/') {
+            Some(body) => match_segs(&self.segs, body.split('/')),
+            None => false,
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+fn match_segs(pat: &[Seg], mut it: std::str::Split<'_, char>) -> bool {
+    match pat.split_first() {
+        None => it.next().is_none(),
+        Some((Seg::Rest, rest)) => {
+            if rest.is_empty() {
+                return true;
+            }
+            loop {
+                if match_segs(rest, it.clone()) {
+                    return true;
+                }
+                if it.next().is_none() {
+                    return false;
+                }
+            }
+        }
+        Some((Seg::One, rest)) => match it.next() {
+            Some(s) if !s.is_empty() => match_segs(rest, it),
+            _ => false,
+        },
+        Some((Seg::Lit(lit), rest)) => match it.next() {
+            Some(s) if s == lit => match_segs(rest, it),
+            _ => false,
+        },
+    }
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// One allow rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Who.
+    pub callers: Vec<CallerPattern>,
+    /// Which methods (exact; `HEAD` is not implied by `GET`).
+    pub methods: Vec<Method>,
+    /// Which paths.
+    pub paths: Vec<PathPattern>,
+    /// After this the rule matches nothing.
+    pub expires: Option<DateTime<Utc>>,
+}
+
+impl Rule {
+    fn matches(&self, caller: &str, method: &Method, path: &str) -> bool {
+        self.callers.iter().any(|c| c.matches(caller))
+            && self.methods.iter().any(|m| m == method)
+            && self.paths.iter().any(|p| p.matches(path))
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let join = |v: Vec<String>| v.join(", ");
+        write!(
+            f,
+            "callers [{}], methods [{}], paths [{}]",
+            join(self.callers.iter().map(ToString::to_string).collect()),
+            join(self.methods.iter().map(ToString::to_string).collect()),
+            join(self.paths.iter().map(ToString::to_string).collect()),
+        )?;
+        if let Some(t) = self.expires {
+            write!(f, ", expires {}", t.to_rfc3339())?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of [`authorize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Rule `rule` (index into the route's `allow`) allows the request.
+    Allow {
+        /// Index of the matching rule.
+        rule: usize,
+    },
+    /// No rule allows it.
+    Deny(DenyReason),
+}
+
+/// Why [`authorize`] denied a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No rule matches caller, method and path.
+    NoRule,
+    /// A rule would match but its grant expired.
+    GrantExpired {
+        /// Index of the expired rule.
+        rule: usize,
+    },
+}
+
+/// Default deny: the first rule matching caller, method and path (and not expired) allows.
+pub fn authorize(
+    rules: &[Rule],
+    caller: &str,
+    method: &Method,
+    path: &str,
+    now: DateTime<Utc>,
+) -> Decision {
+    let mut expired = None;
+    for (i, rule) in rules.iter().enumerate() {
+        if rule.matches(caller, method, path) {
+            match rule.expires {
+                Some(t) if t <= now => {
+                    expired.get_or_insert(i);
+                }
+                _ => return Decision::Allow { rule: i },
+            }
+        }
+    }
+    match expired {
+        Some(rule) => Decision::Deny(DenyReason::GrantExpired { rule }),
+        None => Decision::Deny(DenyReason::NoRule),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(p: &str) -> PathPattern {
+        PathPattern::parse(p).expect("pattern")
+    }
+
+    #[test]
+    fn splits_route_and_rest() {
+        let t = normalise("/stripe/v1/charges").expect("ok");
+        assert_eq!(t.route, "stripe");
+        assert_eq!(t.path, "/v1/charges");
+        assert!(matches!(t.path, Cow::Borrowed(_)));
+        assert_eq!(normalise("/stripe").expect("ok").path, "/");
+        assert_eq!(normalise("/stripe/").expect("ok").path, "/");
+        assert_eq!(normalise("/stripe/v1/a/").expect("ok").path, "/v1/a/");
+    }
+
+    #[test]
+    fn decodes_for_policy_and_reencodes_for_upstream() {
+        let t = normalise("/stripe/v1/%63harges/a%20b").expect("ok");
+        assert_eq!(t.path, "/v1/charges/a b");
+        assert_eq!(t.upstream_path, "/v1/charges/a%20b");
+        let t = normalise("/stripe/v1/caf%C3%A9").expect("ok");
+        assert_eq!(t.path, "/v1/café");
+        assert_eq!(t.upstream_path, "/v1/caf%C3%A9");
+    }
+
+    #[test]
+    fn rejects_traversal_and_encoding_tricks() {
+        for (raw, err) in [
+            ("/stripe/../admin", PathError::DotSegment),
+            ("/stripe/./x", PathError::DotSegment),
+            ("/stripe/%2e%2e/admin", PathError::DotSegment),
+            ("/stripe/%2E./admin", PathError::DotSegment),
+            ("/../stripe/x", PathError::DotSegment),
+            ("/stripe/v1%2f..%2fadmin", PathError::ForbiddenCharacter),
+            ("/stripe/v1%2Fadmin", PathError::ForbiddenCharacter),
+            ("/stripe/v1%5cadmin", PathError::ForbiddenCharacter),
+            ("/stripe/v1\\admin", PathError::ForbiddenCharacter),
+            ("/stripe/v1%00", PathError::ForbiddenCharacter),
+            (
+                "/stripe/v1%0d%0aX-Injected:1",
+                PathError::ForbiddenCharacter,
+            ),
+            ("/stripe//v1", PathError::EmptySegment),
+            ("//evil.example/x", PathError::EmptySegment),
+            ("/stripe/%ff", PathError::NotUtf8),
+            ("http://evil.example/stripe/x", PathError::NotOriginForm),
+            ("*", PathError::NotOriginForm),
+            ("/", PathError::NoRoute),
+        ] {
+            assert_eq!(normalise(raw), Err(err), "{raw}");
+        }
+    }
+
+    #[test]
+    fn single_star_matches_one_nonempty_segment() {
+        let p = pat("/v1/charges/*");
+        assert!(p.matches("/v1/charges/ch_1"));
+        assert!(!p.matches("/v1/charges"));
+        assert!(!p.matches("/v1/charges/"));
+        assert!(!p.matches("/v1/charges/ch_1/refunds"));
+    }
+
+    #[test]
+    fn double_star_matches_zero_or_more_segments() {
+        let p = pat("/v1/**");
+        assert!(p.matches("/v1"));
+        assert!(p.matches("/v1/"));
+        assert!(p.matches("/v1/a/b/c"));
+        assert!(!p.matches("/v2/a"));
+        assert!(!p.matches("/v1x"));
+        let p = pat("/v1/**/items");
+        assert!(p.matches("/v1/items"));
+        assert!(p.matches("/v1/a/b/items"));
+        assert!(!p.matches("/v1/a/b/items/x"));
+    }
+
+    #[test]
+    fn trailing_slash_is_significant() {
+        assert!(!pat("/v1/a").matches("/v1/a/"));
+        assert!(!pat("/v1/a/").matches("/v1/a"));
+        assert!(pat("/v1/a/").matches("/v1/a/"));
+        assert!(pat("/").matches("/"));
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        for p in [
+            "v1", "/v1//a", "/v1/a*", "/**/x/**", "/v1/../x", "/v1?x", "/a%2fb",
+        ] {
+            assert!(PathPattern::parse(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn caller_patterns() {
+        let exact = CallerPattern::parse("Daily@acme.iam.gserviceaccount.com").expect("ok");
+        assert!(exact.matches("daily@acme.iam.gserviceaccount.com"));
+        assert!(!exact.matches("daily@acme2.iam.gserviceaccount.com"));
+        let proj = CallerPattern::parse("*@acme.iam.gserviceaccount.com").expect("ok");
+        assert!(proj.matches("etl@acme.iam.gserviceaccount.com"));
+        assert!(!proj.matches("@acme.iam.gserviceaccount.com"));
+        assert!(!proj.matches("etl@evilacme.iam.gserviceaccount.com"));
+        assert!(!proj.matches("a@b@acme.iam.gserviceaccount.com"));
+        assert!(!proj.matches("etl@other.iam.gserviceaccount.com"));
+        for bad in [
+            "*",
+            "*@gmail.com",
+            "a*@acme.iam.gserviceaccount.com",
+            "nobody",
+            "a@b@c.d",
+        ] {
+            assert!(CallerPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_deny_and_expired_grants() {
+        let now = Utc::now();
+        let rules = vec![
+            Rule {
+                callers: vec![CallerPattern::parse("a@p.iam.gserviceaccount.com").expect("ok")],
+                methods: vec![Method::GET],
+                paths: vec![pat("/v1/**")],
+                expires: None,
+            },
+            Rule {
+                callers: vec![CallerPattern::parse("b@p.iam.gserviceaccount.com").expect("ok")],
+                methods: vec![Method::POST],
+                paths: vec![pat("/v1/**")],
+                expires: Some(now - chrono::Duration::seconds(1)),
+            },
+        ];
+        let a = "a@p.iam.gserviceaccount.com";
+        let b = "b@p.iam.gserviceaccount.com";
+        assert_eq!(
+            authorize(&rules, a, &Method::GET, "/v1/x", now),
+            Decision::Allow { rule: 0 }
+        );
+        assert_eq!(
+            authorize(&rules, a, &Method::POST, "/v1/x", now),
+            Decision::Deny(DenyReason::NoRule)
+        );
+        assert_eq!(
+            authorize(&rules, a, &Method::HEAD, "/v1/x", now),
+            Decision::Deny(DenyReason::NoRule)
+        );
+        assert_eq!(
+            authorize(&rules, b, &Method::POST, "/v1/x", now),
+            Decision::Deny(DenyReason::GrantExpired { rule: 1 })
+        );
+        assert_eq!(
+            authorize(
+                &rules,
+                b,
+                &Method::POST,
+                "/v1/x",
+                now - chrono::Duration::hours(1)
+            ),
+            Decision::Allow { rule: 1 }
+        );
+    }
+}

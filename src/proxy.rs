@@ -1,0 +1,489 @@
+//! Rewrite and forward: header hygiene, credential injection, and the streaming exchange
+//! with the upstream.
+//!
+//! What the caller sent is never trusted to reach the upstream as is: its credentials
+//! (`Authorization`, `X-Serverless-Authorization`, `Cookie`), proxy and hop-by-hop headers
+//! (and any named in `Connection`), method overrides, forwarding headers, and any header or
+//! query parameter of the injected credential's name are dropped first; the credential is
+//! added last, so nothing can override it. Bodies stream both ways; a request body over the
+//! route's limit aborts the upstream request.
+
+use std::borrow::Cow;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use percent_encoding::percent_decode_str;
+use secrecy::ExposeSecret;
+
+use crate::config::RouteSpec;
+use crate::error::ProxyError;
+use crate::secrets::{Prepared, Resolved};
+
+/// Headers that describe one connection or the framing of one message.
+pub fn is_hop_by_hop_or_framing(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Caller headers that are never forwarded (besides the injected credential's name and the
+/// headers named in `Connection`).
+pub fn is_protected_request_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    is_hop_by_hop_or_framing(name)
+        || n.starts_with("proxy-")
+        || n.starts_with("x-forwarded-")
+        || matches!(
+            n,
+            "authorization"
+                | "x-serverless-authorization"
+                | "cookie"
+                | "x-http-method-override"
+                | "x-http-method"
+                | "x-method-override"
+                | "forwarded"
+                | "x-real-ip"
+                | "expect"
+                | "x-request-id"
+        )
+}
+
+/// Connection tokens (lowercase) the caller listed in `Connection`.
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// The headers sent upstream: the caller's, cleaned, then the route's `set`, then the
+/// credential.
+pub fn upstream_headers(
+    caller: &HeaderMap,
+    route: &RouteSpec,
+    resolved: &Resolved,
+    request_id: &HeaderValue,
+) -> HeaderMap {
+    let named = if caller.contains_key(header::CONNECTION) {
+        connection_tokens(caller)
+    } else {
+        Vec::new()
+    };
+    let mut out = HeaderMap::with_capacity(caller.len() + 2);
+    for (name, value) in caller {
+        if is_protected_request_header(name)
+            || route.request_headers_remove.contains(name)
+            || named.iter().any(|t| t == name.as_str())
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    // Keep the caller's declared length so the upstream gets the same framing.
+    if let Some(len) = caller.get(header::CONTENT_LENGTH) {
+        out.insert(header::CONTENT_LENGTH, len.clone());
+    }
+    for (name, value) in &route.request_headers_set {
+        out.insert(name.clone(), value.clone());
+    }
+    out.insert(crate::server::X_REQUEST_ID, request_id.clone());
+    if let Prepared::Header { name, value } = &resolved.injection {
+        // `insert` replaces every same-named header, whatever case the caller used.
+        out.insert(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Whether a `name[=value]` query pair names `wanted` once percent- and `+`-decoded.
+fn pair_is_named(pair: &str, wanted: &str) -> bool {
+    let name = pair.split('=').next().unwrap_or_default();
+    if !name.contains(['%', '+']) {
+        return name == wanted;
+    }
+    let name = name.replace('+', " ");
+    percent_decode_str(&name).decode_utf8_lossy() == wanted
+}
+
+/// The caller's query with every parameter named like the injected one removed. This is
+/// also the query recorded in audit entries.
+pub fn caller_query<'a>(query: Option<&'a str>, resolved: &Resolved) -> Option<Cow<'a, str>> {
+    let query = query.filter(|q| !q.is_empty())?;
+    let Prepared::Query { name, .. } = &resolved.injection else {
+        return Some(Cow::Borrowed(query));
+    };
+    if !query.split('&').any(|p| pair_is_named(p, name)) {
+        return Some(Cow::Borrowed(query));
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !pair_is_named(p, name))
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        Some(Cow::Owned(kept.join("&")))
+    }
+}
+
+/// Builds the upstream URL from the route's origin and base path, the normalised path and
+/// the cleaned query plus the injected parameter. The host can never differ from the
+/// route's: the request contributes only path segments and a query.
+pub fn upstream_url(
+    route: &RouteSpec,
+    upstream_path: &str,
+    query: Option<&str>,
+    resolved: &Resolved,
+) -> Result<reqwest::Url, ProxyError> {
+    let up = &route.upstream;
+    let mut url = String::with_capacity(
+        up.origin.len() + up.base_path.len() + upstream_path.len() + query.map_or(0, str::len) + 2,
+    );
+    url.push_str(&up.origin);
+    url.push_str(&up.base_path);
+    url.push_str(upstream_path);
+    let injected = match &resolved.injection {
+        Prepared::Query { pair, .. } => Some(pair.expose_secret()),
+        Prepared::Header { .. } => None,
+    };
+    match (query, injected) {
+        (Some(q), Some(pair)) => {
+            url.push('?');
+            url.push_str(q);
+            url.push('&');
+            url.push_str(pair);
+        }
+        (Some(q), None) => {
+            url.push('?');
+            url.push_str(q);
+        }
+        (None, Some(pair)) => {
+            url.push('?');
+            url.push_str(pair);
+        }
+        (None, None) => {}
+    }
+    let parsed = reqwest::Url::parse(&url).map_err(|_| {
+        ProxyError::BadRequest("the request cannot be turned into an upstream URL".to_string())
+    })?;
+    if parsed.host_str() != Some(up.host.as_str())
+        || parsed.port_or_known_default() != Some(up.port)
+    {
+        return Err(ProxyError::BadRequest(
+            "the request would leave the route's upstream".to_string(),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// A request body stream that fails once more than `limit` bytes went through, and records
+/// that it did so the caller gets 413 rather than 502.
+struct LimitedBody {
+    inner: axum::body::BodyDataStream,
+    seen: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl Stream for LimitedBody {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.seen += chunk.len() as u64;
+                if self.seen > self.limit {
+                    self.exceeded.store(true, Ordering::Release);
+                    Poll::Ready(Some(Err(io::Error::other("request body over the limit"))))
+                } else {
+                    Poll::Ready(Some(Ok(chunk)))
+                }
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// What [`forward`] learned, for the audit entry.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Forwarded {
+    /// The upstream's status.
+    pub status: Option<StatusCode>,
+}
+
+/// Sends the request upstream and streams the response back.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    client: &reqwest::Client,
+    route: &RouteSpec,
+    method: Method,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    body: Body,
+    request_id: &HeaderValue,
+) -> Result<axum::response::Response, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > route.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge {
+            limit: route.max_body_bytes,
+        });
+    }
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let upstream_body = if http_body::Body::is_end_stream(&body) || declared == Some(0) {
+        reqwest::Body::from(Bytes::new())
+    } else {
+        reqwest::Body::wrap_stream(LimitedBody {
+            inner: body.into_data_stream(),
+            seen: 0,
+            limit: route.max_body_bytes,
+            exceeded: exceeded.clone(),
+        })
+    };
+    let request = client
+        .request(method, url)
+        .headers(headers)
+        .body(upstream_body);
+    let response = match tokio::time::timeout(route.timeout, request.send()).await {
+        Err(_) => return Err(ProxyError::UpstreamTimeout(route.timeout.as_secs())),
+        Ok(Err(err)) => {
+            if exceeded.load(Ordering::Acquire) {
+                return Err(ProxyError::BodyTooLarge {
+                    limit: route.max_body_bytes,
+                });
+            }
+            tracing::warn!(route = %route.name, error = %error_chain(&err), "upstream request failed");
+            return Err(ProxyError::UpstreamUnreachable);
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    let mut out_headers = HeaderMap::with_capacity(response.headers().len() + 1);
+    let named = connection_tokens(response.headers());
+    for (name, value) in response.headers() {
+        if is_hop_by_hop_or_framing(name) && name != header::CONTENT_LENGTH
+            || route.response_headers_remove.contains(name)
+            || named.iter().any(|t| t == name.as_str())
+        {
+            continue;
+        }
+        out_headers.append(name.clone(), value.clone());
+    }
+    out_headers.insert(crate::server::X_REQUEST_ID, request_id.clone());
+    let body = Body::from_stream(IdleTimeout::new(
+        response.bytes_stream(),
+        route.idle_timeout,
+    ));
+    let mut out = axum::response::Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = out_headers;
+    Ok(out)
+}
+
+/// A response body stream that fails when no byte arrives for `idle`: a long download that
+/// keeps flowing is never cut, a stalled one is.
+struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+}
+
+impl<S> IdleTimeout<S> {
+    fn new(inner: S, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            done: false,
+        }
+    }
+}
+
+impl<S> Stream for IdleTimeout<S>
+where
+    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
+{
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => {
+                let deadline = tokio::time::Instant::now() + self.idle;
+                self.sleep.as_mut().reset(deadline);
+                Poll::Ready(Some(item.map_err(io::Error::other)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.done = true;
+                    tracing::warn!(
+                        idle_seconds = self.idle.as_secs(),
+                        "upstream response body stalled; cut"
+                    );
+                    Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "upstream response body idle timeout",
+                    ))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// `err: cause: cause` for logs.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CredentialSpec, Injection, Upstream};
+    use crate::secrets::{SecretRef, prepare};
+
+    fn route(inject: Injection) -> (RouteSpec, Resolved) {
+        let credential = CredentialSpec {
+            secret: SecretRef::Env("K".to_string()),
+            field: None,
+            inject,
+        };
+        let resolved = prepare(&credential, b"s3cr3t", None).expect("prepare");
+        let spec = RouteSpec {
+            name: "r".to_string(),
+            upstream: Upstream {
+                origin: "https://api.example.com".to_string(),
+                base_path: "/base".to_string(),
+                host: "api.example.com".to_string(),
+                port: 443,
+            },
+            credential,
+            allow: vec![],
+            request_headers_set: vec![(
+                HeaderName::from_static("x-api-version"),
+                HeaderValue::from_static("2024"),
+            )],
+            request_headers_remove: vec![HeaderName::from_static("x-debug")],
+            response_headers_remove: vec![],
+            timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_body_bytes: 100,
+        };
+        (spec, resolved)
+    }
+
+    fn header_inject(name: &'static str) -> Injection {
+        Injection::Header {
+            name: HeaderName::from_static(name),
+            format: "Key {secret}".to_string(),
+        }
+    }
+
+    #[test]
+    fn drops_caller_credentials_hop_by_hop_and_connection_named_headers() {
+        let (spec, resolved) = route(header_inject("x-api-key"));
+        let mut caller = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer caller-token"),
+            ("x-serverless-authorization", "Bearer caller-token"),
+            ("cookie", "session=1"),
+            ("proxy-authorization", "Basic x"),
+            ("connection", "close, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-http-method-override", "DELETE"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-debug", "1"),
+            ("X-API-KEY", "caller-chosen"),
+            ("x-api-version", "1999"),
+            ("accept", "application/json"),
+        ] {
+            caller.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_static(v),
+            );
+        }
+        let out = upstream_headers(&caller, &spec, &resolved, &HeaderValue::from_static("id1"));
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(out["accept"], "application/json");
+        assert_eq!(out["x-api-version"], "2024");
+        assert_eq!(out["x-request-id"], "id1");
+        assert_eq!(out.get_all("x-api-key").iter().count(), 1);
+        assert_eq!(out["x-api-key"], "Key s3cr3t");
+    }
+
+    #[test]
+    fn removes_caller_query_parameters_named_like_the_injected_one() {
+        let (spec, resolved) = route(Injection::Query {
+            name: "api_key".to_string(),
+        });
+        for (q, want) in [
+            ("a=1&api_key=mine&b=2", Some("a=1&b=2")),
+            ("api%5Fkey=mine", None),
+            ("API_KEY=other-case&x", Some("API_KEY=other-case&x")),
+            ("api_key", None),
+            ("a=1", Some("a=1")),
+        ] {
+            assert_eq!(caller_query(Some(q), &resolved).as_deref(), want, "{q}");
+        }
+        let url = upstream_url(&spec, "/v1/x", Some("a=1"), &resolved).expect("url");
+        assert_eq!(
+            url.as_str(),
+            "https://api.example.com/base/v1/x?a=1&api_key=s3cr3t"
+        );
+    }
+
+    #[test]
+    fn the_upstream_host_never_changes() {
+        let (spec, resolved) = route(header_inject("x-api-key"));
+        for path in ["/@evil.example/x", "/x", "/.evil.example"] {
+            let url = upstream_url(&spec, path, None, &resolved).expect("url");
+            assert_eq!(url.host_str(), Some("api.example.com"), "{path}");
+        }
+        let url =
+            upstream_url(&spec, "/x", Some("u=http://evil.example/"), &resolved).expect("url");
+        assert_eq!(url.host_str(), Some("api.example.com"));
+    }
+}
