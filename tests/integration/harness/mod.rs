@@ -1,0 +1,666 @@
+//! Shared fakes and the running server.
+//!
+//! [`TestApp`] runs the real `credproxy serve` binary on an ephemeral port with a generated
+//! config, and captures every byte it writes to stdout and stderr. When a `TestApp` is
+//! dropped, its output is searched for the route secrets and every token minted by the test:
+//! each integration test is therefore also a redaction test.
+//!
+//! [`FakeJwks`] serves a JWKS and counts fetches; [`FakeUpstream`] records what it received
+//! and has a few behaviours chosen by path (slow headers, stalled body, redirect, status).
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use credproxy::dev::Signer;
+use http_body_util::BodyExt;
+
+/// The secret the default routes inject.
+pub const SECRET: &str = "sk_test_SECRET_7c1f9e2b";
+/// Audience of the test config.
+pub const AUDIENCE: &str = "https://credproxy.test";
+/// Issuer used for test tokens (a Google issuer, as in production).
+pub const ISSUER: &str = "https://accounts.google.com";
+/// Allowed to GET /v1/** on every default route.
+pub const READER: &str = "reader@pipelines.iam.gserviceaccount.com";
+/// Allowed GET, POST, PUT on /v1/** of route `api`.
+pub const WRITER: &str = "writer@pipelines.iam.gserviceaccount.com";
+/// Allowed nothing.
+pub const STRANGER: &str = "stranger@other.iam.gserviceaccount.com";
+
+// ------------------------------------------------------------------------------------------
+// Keys and tokens
+
+/// A signing key plus every token it minted (so their absence from logs can be checked).
+#[derive(Clone)]
+pub struct Keys {
+    pub signer: Arc<Signer>,
+    minted: Arc<Mutex<Vec<String>>>,
+}
+
+impl Keys {
+    pub fn new() -> Self {
+        Keys {
+            signer: Arc::new(Signer::generate().expect("generate RSA key")),
+            minted: Arc::default(),
+        }
+    }
+
+    /// Valid Google-shaped claims for `email`.
+    pub fn claims(&self, email: &str) -> serde_json::Value {
+        Signer::claims(email, ISSUER, AUDIENCE)
+    }
+
+    /// A valid token for `email`.
+    pub fn token(&self, email: &str) -> String {
+        self.sign(&self.claims(email))
+    }
+
+    /// Signs arbitrary claims with the key's kid.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        self.remember(self.signer.sign(claims))
+    }
+
+    /// Signs under an arbitrary header (still RS256 with this key).
+    pub fn sign_with_header(
+        &self,
+        header: &serde_json::Value,
+        claims: &serde_json::Value,
+    ) -> String {
+        self.remember(self.signer.sign_with_header(header, claims))
+    }
+
+    /// Records a token built by hand so the redaction check looks for it too.
+    pub fn remember(&self, token: String) -> String {
+        self.minted.lock().expect("lock").push(token.clone());
+        token
+    }
+
+    pub fn minted(&self) -> Vec<String> {
+        self.minted.lock().expect("lock").clone()
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Fake JWKS
+
+pub struct FakeJwks {
+    pub addr: SocketAddr,
+    pub fetches: Arc<AtomicUsize>,
+    jwks: Arc<Mutex<serde_json::Value>>,
+}
+
+impl FakeJwks {
+    pub async fn start(jwks: serde_json::Value) -> Self {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let doc = Arc::new(Mutex::new(jwks));
+        let state = (fetches.clone(), doc.clone());
+        let app = axum::Router::new()
+            .route(
+                "/certs",
+                axum::routing::get(
+                    |State((fetches, doc)): State<(
+                        Arc<AtomicUsize>,
+                        Arc<Mutex<serde_json::Value>>,
+                    )>| async move {
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        let body = doc.lock().expect("lock").clone();
+                        (
+                            [("cache-control", "public, max-age=21600")],
+                            axum::Json(body),
+                        )
+                    },
+                ),
+            )
+            .with_state(state);
+        let addr = spawn(app).await;
+        FakeJwks {
+            addr,
+            fetches,
+            jwks: doc,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/certs", self.addr)
+    }
+
+    pub fn set(&self, jwks: serde_json::Value) {
+        *self.jwks.lock().expect("lock") = jwks;
+    }
+
+    pub fn fetch_count(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Fake upstream
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub completed: bool,
+}
+
+#[derive(Clone, Default)]
+struct UpstreamState {
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    started: Arc<AtomicUsize>,
+}
+
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    state: UpstreamState,
+}
+
+impl FakeUpstream {
+    /// Behaviours by path (after the route's base path):
+    /// - `/slow/N`: answer after N seconds;
+    /// - `/stall`: send headers and one chunk, then stall for a minute;
+    /// - `/drip/N`: N chunks, one every 300 ms (a slow but flowing body);
+    /// - `/redirect`: 302 to another host;
+    /// - `/status/N`: answer with status N;
+    /// - `/headers`: answer with upstream debug headers;
+    /// - anything else: 200 with a JSON echo.
+    pub async fn start() -> Self {
+        let state = UpstreamState::default();
+        let app = axum::Router::new()
+            .fallback(upstream_handler)
+            .with_state(state.clone());
+        let addr = spawn(app).await;
+        FakeUpstream { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().expect("lock").clone()
+    }
+
+    /// Requests that reached the upstream at all (even ones whose body never completed).
+    pub fn started(&self) -> usize {
+        self.state.started.load(Ordering::SeqCst)
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests()
+            .pop()
+            .expect("the upstream received a request")
+    }
+}
+
+async fn upstream_handler(State(state): State<UpstreamState>, request: Request) -> Response {
+    state.started.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = request.into_parts();
+    let (body, completed) = match body.collect().await {
+        Ok(c) => (c.to_bytes(), true),
+        Err(_) => (Bytes::new(), false),
+    };
+    let path = parts.uri.path().to_string();
+    state.requests.lock().expect("lock").push(Recorded {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+        completed,
+    });
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [.., "slow", n] => {
+            let secs: u64 = n.parse().unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            (http::StatusCode::OK, "slow answer").into_response()
+        }
+        [.., "stall"] => {
+            let stream = futures_util::stream::unfold(0u8, |n| async move {
+                if n == 0 {
+                    Some((
+                        Ok::<_, std::io::Error>(Bytes::from_static(b"first chunk")),
+                        1,
+                    ))
+                } else {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    None
+                }
+            });
+            Response::new(Body::from_stream(stream))
+        }
+        [.., "drip", n] => {
+            let total: u32 = n.parse().unwrap_or(3);
+            let stream = futures_util::stream::unfold(0u32, move |i| async move {
+                if i >= total {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Some((
+                    Ok::<_, std::io::Error>(Bytes::from(format!("chunk{i};"))),
+                    i + 1,
+                ))
+            });
+            Response::new(Body::from_stream(stream))
+        }
+        [.., "redirect"] => (
+            http::StatusCode::FOUND,
+            [("location", "https://elsewhere.example/landing")],
+            "",
+        )
+            .into_response(),
+        [.., "status", n] => {
+            let code = n
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| http::StatusCode::from_u16(c).ok())
+                .unwrap_or(http::StatusCode::OK);
+            (code, format!("status {code}")).into_response()
+        }
+        [.., "headers"] => (
+            [
+                ("server", "secret-upstream/1.0"),
+                ("x-powered-by", "php"),
+                ("x-upstream-ok", "yes"),
+            ],
+            "with headers",
+        )
+            .into_response(),
+        _ => axum::Json(serde_json::json!({
+            "method": parts.method.as_str(),
+            "path": path,
+            "query": parts.uri.query(),
+            "body_bytes": body.len(),
+        }))
+        .into_response(),
+    }
+}
+
+async fn spawn(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind fake");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+// ------------------------------------------------------------------------------------------
+// Config
+
+/// The default test config: routes `api` (bearer header), `q` (query parameter `key`) and
+/// `basic` (basic auth), all to `upstream`, plus whatever `extra_routes` adds.
+pub fn default_config(jwks: &FakeJwks, upstream: &FakeUpstream, extra_routes: &str) -> String {
+    format!(
+        r#"
+listen: "127.0.0.1:0"
+environment: test
+server:
+  header_read_timeout_seconds: 2
+identity:
+  audiences: ["{AUDIENCE}"]
+  jwks_url: "{jwks}"
+routes:
+  api:
+    upstream: "{upstream}/base"
+    credential:
+      secret: "env:API_SECRET"
+      inject:
+        header: {{ name: "Authorization", format: "Bearer {{secret}}" }}
+    request_headers: {{ set: {{ "X-Api-Version": "2024-06-20" }}, remove: ["X-Debug"] }}
+    response_headers: {{ remove: ["Server", "X-Powered-By"] }}
+    timeout_seconds: 1
+    idle_timeout_seconds: 1
+    max_body_bytes: 1024
+    allow:
+      - callers: ["{READER}"]
+        methods: ["GET"]
+        paths: ["/v1/**"]
+      - callers: ["{WRITER}"]
+        methods: ["GET", "POST", "PUT"]
+        paths: ["/v1/**"]
+      - callers: ["*@pipelines.iam.gserviceaccount.com"]
+        methods: ["GET"]
+        paths: ["/public/*"]
+      - callers: ["{STRANGER}"]
+        methods: ["GET"]
+        paths: ["/v1/**"]
+        expires: "2020-01-01T00:00:00Z"
+  q:
+    upstream: "{upstream}"
+    credential:
+      secret: "env:API_SECRET"
+      inject:
+        query: {{ name: "key" }}
+    allow:
+      - callers: ["{READER}"]
+        methods: ["GET"]
+        paths: ["/v1/**"]
+  basic:
+    upstream: "{upstream}"
+    credential:
+      secret: "env:BASIC_SECRET"
+      field: "password"
+      inject:
+        basic: {{ username: "svc" }}
+    allow:
+      - callers: ["{READER}"]
+        methods: ["GET"]
+        paths: ["/v1/**"]
+{extra_routes}"#,
+        jwks = jwks.url(),
+        upstream = upstream.url(),
+    )
+}
+
+/// The JSON payload of `env:BASIC_SECRET`.
+pub const BASIC_PAYLOAD: &str = r#"{"password":"pw_SECRET_93ad"}"#;
+
+// ------------------------------------------------------------------------------------------
+// The running server
+
+/// Captured output of a child process.
+#[derive(Clone, Default)]
+pub struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl Output {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+
+    fn pump(&self, mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<()> {
+        let sink = self.0.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sink.lock().expect("lock").extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub keys: Keys,
+    pub client: reqwest::Client,
+    /// Strings that must never appear in the output (secrets, tokens).
+    pub forbidden: Vec<String>,
+    _dir: tempfile::TempDir,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Environment given to every spawned server.
+pub fn default_env() -> Vec<(String, String)> {
+    vec![
+        ("API_SECRET".to_string(), SECRET.to_string()),
+        ("BASIC_SECRET".to_string(), BASIC_PAYLOAD.to_string()),
+        ("CREDPROXY_LOG".to_string(), "debug".to_string()),
+    ]
+}
+
+impl TestApp {
+    /// Starts `credproxy serve` with `config` and waits until it is ready.
+    pub async fn spawn(config: &str, keys: &Keys) -> TestApp {
+        let app = Self::spawn_with(config, keys, &default_env(), &[]).await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// Starts `credproxy serve` without waiting for readiness.
+    pub async fn spawn_with(
+        config: &str,
+        keys: &Keys,
+        env: &[(String, String)],
+        args: &[&str],
+    ) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config).expect("write config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_credproxy"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn credproxy");
+        let stdout = Output::default();
+        let stderr = Output::default();
+        let pumps = vec![
+            stdout.pump(child.stdout.take().expect("stdout")),
+            stderr.pump(child.stderr.take().expect("stderr")),
+        ];
+        let mut forbidden = vec![SECRET.to_string(), "pw_SECRET_93ad".to_string()];
+        forbidden.extend(
+            env.iter()
+                .filter(|(k, _)| k.ends_with("SECRET"))
+                .map(|(_, v)| v.clone()),
+        );
+        let mut app = TestApp {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            child,
+            stdout,
+            stderr,
+            keys: keys.clone(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            forbidden,
+            _dir: dir,
+            pumps,
+        };
+        app.addr = app.wait_listening().await;
+        app
+    }
+
+    /// Parses the bound address from the "credproxy listening" log line.
+    async fn wait_listening(&mut self) -> SocketAddr {
+        for _ in 0..400 {
+            let text = self.stderr.text();
+            for line in text.lines() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    if v["message"] == "credproxy listening" {
+                        if let Some(a) = v["address"].as_str() {
+                            return a.parse().expect("address");
+                        }
+                    }
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("credproxy exited with {status} before listening:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("credproxy did not log its address:\n{}", self.stderr.text());
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..400 {
+            if let Ok(r) = self.client.get(self.url("/_credproxy/ready")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("credproxy never became ready:\n{}", self.stderr.text());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// GET `path` as `email`.
+    pub async fn get_as(&self, email: &str, path: &str) -> reqwest::Response {
+        let token = self.keys.token(email);
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A request builder carrying a valid token for `email`.
+    pub fn request_as(
+        &self,
+        method: reqwest::Method,
+        email: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let token = self.keys.token(email);
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
+
+    /// Sends a raw HTTP/1.1 request and returns the raw response head and body.
+    pub async fn raw(&self, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("credproxy did not exit within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the process wrote so far, stdout then stderr.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout.text(), self.stderr.text())
+    }
+
+    /// Panics if any secret or minted token appears in the output.
+    pub fn assert_nothing_leaked(&self) {
+        let out = self.output();
+        let mut needles = self.forbidden.clone();
+        needles.extend(self.keys.minted());
+        for needle in needles.iter().filter(|n| n.len() >= 8) {
+            assert!(
+                !out.contains(needle.as_str()),
+                "a secret or token appeared in credproxy's output: {}...",
+                &needle[..8]
+            );
+            // Token signatures alone are just as sensitive.
+            if let Some(sig) = needle.rsplit('.').next().filter(|s| s.len() > 40) {
+                assert!(
+                    !out.contains(sig),
+                    "a token signature appeared in the output"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pump in self.pumps.drain(..) {
+            let _ = pump.join();
+        }
+        if !std::thread::panicking() {
+            self.assert_nothing_leaked();
+        }
+    }
+}
+
+/// Standard fixture: keys, JWKS with the key, an upstream, and a ready server with the
+/// default config (plus `extra_routes`).
+pub struct World {
+    pub keys: Keys,
+    pub jwks: FakeJwks,
+    pub upstream: FakeUpstream,
+    pub app: TestApp,
+}
+
+impl World {
+    pub async fn start() -> World {
+        Self::with_routes("").await
+    }
+
+    pub async fn with_routes(extra_routes: &str) -> World {
+        let keys = Keys::new();
+        let jwks = FakeJwks::start(keys.signer.jwks()).await;
+        let upstream = FakeUpstream::start().await;
+        let app = TestApp::spawn(&default_config(&jwks, &upstream, extra_routes), &keys).await;
+        World {
+            keys,
+            jwks,
+            upstream,
+            app,
+        }
+    }
+}
+
+/// The JSON error body of a response credproxy answered itself.
+pub async fn error_body(response: reqwest::Response) -> serde_json::Value {
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .expect("every response carries X-Request-Id")
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let bytes = response.bytes().await.expect("body");
+    let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON error body");
+    assert_eq!(
+        body["request_id"],
+        id.as_str(),
+        "request_id matches X-Request-Id"
+    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    body
+}

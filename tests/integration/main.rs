@@ -1,0 +1,12 @@
+//! Integration tests: the real `credproxy` binary on an ephemeral port, with in-process fakes
+//! (JWKS, upstream). One test binary so the fakes link once.
+
+mod harness;
+
+mod authn;
+mod cli;
+mod forward;
+mod headers;
+mod lifecycle;
+mod paths;
+mod policy;
