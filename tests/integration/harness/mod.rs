@@ -486,12 +486,11 @@ impl TestApp {
         for _ in 0..400 {
             let text = self.stderr.text();
             for line in text.lines() {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                    if v["message"] == "credproxy listening" {
-                        if let Some(a) = v["address"].as_str() {
-                            return a.parse().expect("address");
-                        }
-                    }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+                    && v["message"] == "credproxy listening"
+                    && let Some(a) = v["address"].as_str()
+                {
+                    return a.parse().expect("address");
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -504,10 +503,10 @@ impl TestApp {
 
     pub async fn wait_ready(&self) {
         for _ in 0..400 {
-            if let Ok(r) = self.client.get(self.url("/_credproxy/ready")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = self.client.get(self.url("/_credproxy/ready")).send().await
+                && r.status() == 200
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
