@@ -136,7 +136,9 @@ fn decode_segment(seg: &str) -> Result<Cow<'_, str>, PathError> {
     } else {
         Cow::Borrowed(seg)
     };
-    if decoded == "." || decoded == ".." {
+    // `..;x` is `..` to servers that strip path parameters (Tomcat, Jetty).
+    let before_params = decoded.split(';').next().unwrap_or_default();
+    if before_params == "." || before_params == ".." {
         return Err(PathError::DotSegment);
     }
     if decoded
@@ -458,6 +460,8 @@ mod tests {
             ("/stripe/./x", PathError::DotSegment),
             ("/stripe/%2e%2e/admin", PathError::DotSegment),
             ("/stripe/%2E./admin", PathError::DotSegment),
+            ("/stripe/v1/..;/admin", PathError::DotSegment),
+            ("/stripe/v1/.;x/admin", PathError::DotSegment),
             ("/../stripe/x", PathError::DotSegment),
             ("/stripe/v1%2f..%2fadmin", PathError::ForbiddenCharacter),
             ("/stripe/v1%2Fadmin", PathError::ForbiddenCharacter),

@@ -100,10 +100,6 @@ pub fn upstream_headers(
         }
         out.append(name.clone(), value.clone());
     }
-    // Keep the caller's declared length so the upstream gets the same framing.
-    if let Some(len) = caller.get(header::CONTENT_LENGTH) {
-        out.insert(header::CONTENT_LENGTH, len.clone());
-    }
     for (name, value) in &route.request_headers_set {
         out.insert(name.clone(), value.clone());
     }
@@ -241,17 +237,20 @@ pub async fn forward(
     method: Method,
     url: reqwest::Url,
     headers: HeaderMap,
+    caller_sent_length: bool,
     body: Body,
     request_id: &HeaderValue,
 ) -> Result<axum::response::Response, ProxyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // The framing hyper decoded (chunked wins over Content-Length), not the caller's header.
+    let declared = http_body::Body::size_hint(&body).exact();
     if declared.is_some_and(|len| len > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {
             limit: route.max_body_bytes,
         });
+    }
+    let mut headers = headers;
+    if let Some(len) = declared.filter(|len| *len > 0 || caller_sent_length) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     let exceeded = Arc::new(AtomicBool::new(false));
     let upstream_body = if http_body::Body::is_end_stream(&body) || declared == Some(0) {

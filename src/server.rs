@@ -252,6 +252,7 @@ async fn pipeline(
         &resolved,
     )?;
     let headers = proxy::upstream_headers(&parts.headers, &route.spec, &resolved, request_id);
+    let caller_sent_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
 
     // forward
     proxy::forward(
@@ -260,6 +261,7 @@ async fn pipeline(
         parts.method,
         url,
         headers,
+        caller_sent_length,
         body,
         request_id,
     )

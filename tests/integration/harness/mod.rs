@@ -96,27 +96,36 @@ pub struct FakeJwks {
     pub addr: SocketAddr,
     pub fetches: Arc<AtomicUsize>,
     jwks: Arc<Mutex<serde_json::Value>>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeJwks {
     pub async fn start(jwks: serde_json::Value) -> Self {
+        type JwksState = (
+            Arc<AtomicUsize>,
+            Arc<Mutex<serde_json::Value>>,
+            Arc<std::sync::atomic::AtomicBool>,
+        );
         let fetches = Arc::new(AtomicUsize::new(0));
         let doc = Arc::new(Mutex::new(jwks));
-        let state = (fetches.clone(), doc.clone());
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let state: JwksState = (fetches.clone(), doc.clone(), failing.clone());
         let app = axum::Router::new()
             .route(
                 "/certs",
                 axum::routing::get(
-                    |State((fetches, doc)): State<(
-                        Arc<AtomicUsize>,
-                        Arc<Mutex<serde_json::Value>>,
-                    )>| async move {
+                    |State((fetches, doc, failing)): State<JwksState>| async move {
                         fetches.fetch_add(1, Ordering::SeqCst);
+                        if failing.load(Ordering::SeqCst) {
+                            return (http::StatusCode::INTERNAL_SERVER_ERROR, "down")
+                                .into_response();
+                        }
                         let body = doc.lock().expect("lock").clone();
                         (
                             [("cache-control", "public, max-age=21600")],
                             axum::Json(body),
                         )
+                            .into_response()
                     },
                 ),
             )
@@ -126,6 +135,7 @@ impl FakeJwks {
             addr,
             fetches,
             jwks: doc,
+            failing,
         }
     }
 
@@ -135,6 +145,11 @@ impl FakeJwks {
 
     pub fn set(&self, jwks: serde_json::Value) {
         *self.jwks.lock().expect("lock") = jwks;
+    }
+
+    /// While failing, every fetch answers 500.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 
     pub fn fetch_count(&self) -> usize {
@@ -304,8 +319,10 @@ async fn spawn(app: axum::Router) -> SocketAddr {
 // Config
 
 /// The default test config: routes `api` (bearer header), `q` (query parameter `key`) and
-/// `basic` (basic auth), all to `upstream`, plus whatever `extra_routes` adds.
+/// `basic` (basic auth), all to `upstream`, plus whatever `extra_routes` adds (where
+/// `{UPSTREAM}` stands for the fake upstream's URL).
 pub fn default_config(jwks: &FakeJwks, upstream: &FakeUpstream, extra_routes: &str) -> String {
+    let extra_routes = extra_routes.replace("{UPSTREAM}", &upstream.url());
     format!(
         r#"
 listen: "127.0.0.1:0"
