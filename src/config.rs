@@ -111,7 +111,7 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     decoys: RawDecoys,
-    identity: RawIdentity,
+    identity: Option<RawIdentity>,
     #[serde(default)]
     secrets: RawSecrets,
     events: Option<serde_json::Value>,
@@ -328,6 +328,8 @@ pub struct RouteSpec {
     pub idle_timeout: Duration,
     /// Larger request bodies get 413.
     pub max_body_bytes: u64,
+    /// Replace the injected value in upstream responses.
+    pub scrub_responses: bool,
 }
 
 /// An upstream base URL: scheme, authority and an optional base path (no trailing slash).
@@ -681,7 +683,16 @@ impl Validator<'_> {
         if raw.events.is_some() {
             self.unsupported("events", "Secret Manager event notifications");
         }
-        let identity = self.identity(raw.identity, env);
+        let identity = match raw.identity {
+            Some(identity) => self.identity(identity, env),
+            None => {
+                self.error(
+                    "identity",
+                    "the identity section is missing; it is required: at least `identity: { audiences: [\"https://YOUR-CREDPROXY-URL\"] }`",
+                );
+                None
+            }
+        };
         let secrets = self.secrets(raw.secrets, env);
 
         let mut routes = Vec::with_capacity(raw.routes.len());
@@ -907,8 +918,6 @@ impl Validator<'_> {
         if raw.route_rate_limit.is_some() {
             self.unsupported(&format!("{p}.route_rate_limit"), "rate limiting");
         }
-        // Accepted; scrubbing itself lands with the credential kinds (see README "Status").
-        let _ = raw.scrub_responses;
 
         if raw.allow.is_empty() {
             self.push(
@@ -1011,6 +1020,7 @@ impl Validator<'_> {
             timeout,
             idle_timeout,
             max_body_bytes,
+            scrub_responses: raw.scrub_responses.unwrap_or(true),
         })
     }
 

@@ -205,6 +205,9 @@ routes:
       secret: "env:CREDPROXY_DEV_SECRET"
       inject:
         header: {{ name: "Authorization", format: "Bearer {{secret}}" }}
+    # The echo exists to show the injected value arriving upstream; a real route keeps
+    # scrubbing on, so an upstream that echoes never hands the credential back.
+    scrub_responses: false
     allow:
       - callers: ["{DEV_CALLER}"]
         methods: ["GET", "POST"]

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod config;
 pub mod dev;
 pub mod error;
@@ -38,6 +39,7 @@ pub mod explain;
 pub mod identity;
 pub mod policy;
 pub mod proxy;
+pub mod scrub;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;
@@ -85,17 +87,70 @@ pub async fn run(
             })?;
         credentials.push(credential);
     }
-    let app = Arc::new(server::App::new(config, verifier.clone(), credentials)?);
+    let project_id = project_id(&config, env).await;
+    let audit = audit::AuditSink::start(
+        audit::AuditConfig {
+            environment: config.environment.clone(),
+            project_id: project_id.clone(),
+        },
+        Box::new(std::io::stdout()),
+    )?;
+    let app = Arc::new(server::App::new(
+        config,
+        verifier.clone(),
+        credentials,
+        audit.clone(),
+    )?);
     let listener = tokio::net::TcpListener::bind(app.config.listen).await?;
     tracing::info!(
         address = %listener.local_addr()?,
         routes = app.routes.len(),
         environment = app.config.environment.as_deref().unwrap_or(""),
         jwks_url = %app.config.identity.jwks_url,
+        project_id = project_id.as_deref().unwrap_or(""),
         "credproxy listening"
     );
     let refresher = tokio::spawn(verifier.run_refresher());
     let result = server::serve(listener, app, shutdown).await;
     refresher.abort();
+    audit.flush().await;
     result.map_err(StartError::from)
+}
+
+/// The project id for trace names: config, else `$GOOGLE_CLOUD_PROJECT`, else (on Cloud Run,
+/// where `$K_SERVICE` is set) the metadata server, asked once with a short timeout.
+async fn project_id(
+    config: &config::Config,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Option<String> {
+    if let Some(p) = &config.project_id {
+        return Some(p.clone());
+    }
+    if let Some(p) = env("GOOGLE_CLOUD_PROJECT").filter(|p| !p.is_empty()) {
+        return Some(p);
+    }
+    env("K_SERVICE")?;
+    let host = env("GCE_METADATA_HOST").unwrap_or_else(|| "metadata.google.internal".to_string());
+    let url = format!("http://{host}/computeMetadata/v1/project/project-id");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(1))
+        .build()
+        .ok()?;
+    match client
+        .get(&url)
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => r.text().await.ok().filter(|p| !p.is_empty()),
+        Ok(r) => {
+            tracing::warn!(status = %r.status(), "metadata server did not give the project id; audit entries carry no trace");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "metadata server unreachable; audit entries carry no trace");
+            None
+        }
+    }
 }

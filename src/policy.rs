@@ -15,7 +15,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use http::Method;
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use percent_encoding::percent_decode_str;
 
 /// Why a request target was rejected before policy (400 `bad_request`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,8 +23,8 @@ pub enum PathError {
     /// The target is not in origin form (`/path`).
     #[error("the request target must be a path starting with `/`")]
     NotOriginForm,
-    /// `//` somewhere in the path.
-    #[error("the path has an empty segment (`//`)")]
+    /// `//` somewhere in the path, or a segment that is only path parameters (`;x`).
+    #[error("the path has an empty segment (`//` or `/;`)")]
     EmptySegment,
     /// `.` or `..`, raw or encoded.
     #[error("the path has a `.` or `..` segment")]
@@ -32,6 +32,9 @@ pub enum PathError {
     /// Encoded `/` or `\`, raw `\`, NUL or another control character.
     #[error("the path has an encoded `/`, a `\\`, NUL or a control character")]
     ForbiddenCharacter,
+    /// A `%` not followed by two hex digits.
+    #[error("the path has a `%` that is not followed by two hex digits")]
+    BadEscape,
     /// A percent-encoding that does not decode to UTF-8.
     #[error("the path does not decode to UTF-8")]
     NotUtf8,
@@ -51,25 +54,13 @@ pub struct Target<'a> {
     pub upstream_path: Cow<'a, str>,
 }
 
-/// Characters re-encoded in a forwarded path segment.
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
-
 /// Splits and normalises an origin-form path (`/route/rest`), rejecting anything that could
 /// be read differently by credproxy and the upstream.
+///
+/// Policy judges the fully decoded path. The upstream gets the canonical form: escapes of
+/// unreserved characters decoded (`%41` is `A`), every other escape kept with upper-case hex
+/// (so an encoded `;` or `?` stays data), raw characters as sent. A `%` that is not followed
+/// by two hex digits (`%u002e`, which lenient servers decode) is rejected.
 pub fn normalise(raw: &str) -> Result<Target<'_>, PathError> {
     let Some(after) = raw.strip_prefix('/') else {
         return Err(PathError::NotOriginForm);
@@ -92,20 +83,16 @@ pub fn normalise(raw: &str) -> Result<Target<'_>, PathError> {
     // `/route` and `/route/` both mean the upstream's base path.
     let rest = if rest.is_empty() { "/" } else { rest };
     let segments = &rest[1..];
-    let mut needs_rewrite = false;
-    let mut count = 0usize;
-    let total = segments.split('/').count();
-    for seg in segments.split('/') {
-        count += 1;
-        if seg.is_empty() && count < total {
+    let mut escaped = false;
+    let mut segs = segments.split('/').peekable();
+    while let Some(seg) = segs.next() {
+        if seg.is_empty() && segs.peek().is_some() {
             return Err(PathError::EmptySegment);
         }
-        let decoded = decode_segment(seg)?;
-        if let Cow::Owned(_) = decoded {
-            needs_rewrite = true;
-        }
+        decode_segment(seg)?;
+        escaped |= seg.contains('%');
     }
-    if !needs_rewrite {
+    if !escaped {
         return Ok(Target {
             route,
             path: Cow::Borrowed(rest),
@@ -115,11 +102,10 @@ pub fn normalise(raw: &str) -> Result<Target<'_>, PathError> {
     let mut path = String::with_capacity(rest.len());
     let mut upstream = String::with_capacity(rest.len());
     for seg in segments.split('/') {
-        let decoded = decode_segment(seg)?;
         path.push('/');
-        path.push_str(&decoded);
+        path.push_str(&decode_segment(seg)?);
         upstream.push('/');
-        upstream.extend(utf8_percent_encode(&decoded, SEGMENT));
+        canonical_segment(seg, &mut upstream);
     }
     Ok(Target {
         route,
@@ -128,18 +114,67 @@ pub fn normalise(raw: &str) -> Result<Target<'_>, PathError> {
     })
 }
 
+/// Appends `seg` with unreserved escapes decoded and other escapes in upper-case hex.
+/// `seg` was validated by [`decode_segment`], so every `%` starts a valid escape.
+fn canonical_segment(seg: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = seg.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let value = (hex_value(bytes[i + 1]) << 4) | hex_value(bytes[i + 2]);
+            if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+                out.push(value as char);
+            } else {
+                out.push('%');
+                out.push(HEX[(value >> 4) as usize] as char);
+                out.push(HEX[(value & 15) as usize] as char);
+            }
+            i += 3;
+        } else {
+            // Copy the run up to the next escape as is.
+            let next = seg[i..].find('%').map_or(bytes.len(), |n| i + n);
+            out.push_str(&seg[i..next]);
+            i = next;
+        }
+    }
+}
+
+fn hex_value(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        b'A'..=b'F' => b - b'A' + 10,
+        _ => 0,
+    }
+}
+
+/// Decodes one segment for policy, rejecting what could be read differently upstream.
 fn decode_segment(seg: &str) -> Result<Cow<'_, str>, PathError> {
     let decoded = if seg.contains('%') {
+        let bytes = seg.as_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'%'
+                && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            {
+                return Err(PathError::BadEscape);
+            }
+        }
         percent_decode_str(seg)
             .decode_utf8()
             .map_err(|_| PathError::NotUtf8)?
     } else {
         Cow::Borrowed(seg)
     };
-    // `..;x` is `..` to servers that strip path parameters (Tomcat, Jetty).
+    // `..;x` is `..` to servers that strip path parameters (Tomcat, Jetty), and `;x` is an
+    // empty segment to them.
     let before_params = decoded.split(';').next().unwrap_or_default();
     if before_params == "." || before_params == ".." {
         return Err(PathError::DotSegment);
+    }
+    if before_params.is_empty() && !decoded.is_empty() {
+        return Err(PathError::EmptySegment);
     }
     if decoded
         .chars()
@@ -448,9 +483,13 @@ mod tests {
         let t = normalise("/stripe/v1/%63harges/a%20b").expect("ok");
         assert_eq!(t.path, "/v1/charges/a b");
         assert_eq!(t.upstream_path, "/v1/charges/a%20b");
-        let t = normalise("/stripe/v1/caf%C3%A9").expect("ok");
+        let t = normalise("/stripe/v1/caf%c3%a9").expect("ok");
         assert_eq!(t.path, "/v1/café");
         assert_eq!(t.upstream_path, "/v1/caf%C3%A9");
+        // An encoded delimiter stays encoded; a raw one stays raw.
+        let t = normalise("/stripe/v1/a%3bb/c;d/%3F").expect("ok");
+        assert_eq!(t.path, "/v1/a;b/c;d/?");
+        assert_eq!(t.upstream_path, "/v1/a%3Bb/c;d/%3F");
     }
 
     #[test]
@@ -475,6 +514,11 @@ mod tests {
             ("/stripe//v1", PathError::EmptySegment),
             ("//evil.example/x", PathError::EmptySegment),
             ("/stripe/%ff", PathError::NotUtf8),
+            ("/stripe/v1/%u002e%u002e/admin", PathError::BadEscape),
+            ("/stripe/v1/%zz", PathError::BadEscape),
+            ("/stripe/v1/a%2", PathError::BadEscape),
+            ("/stripe/v1/charges/;x", PathError::EmptySegment),
+            ("/stripe/v1/%3Bx", PathError::EmptySegment),
             ("http://evil.example/stripe/x", PathError::NotOriginForm),
             ("*", PathError::NotOriginForm),
             ("/", PathError::NoRoute),

@@ -12,19 +12,20 @@ use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use percent_encoding::percent_decode_str;
 use secrecy::ExposeSecret;
 
 use crate::config::RouteSpec;
 use crate::error::ProxyError;
+use crate::scrub::ScrubStream;
 use crate::secrets::{Prepared, Resolved};
 
 /// Headers that describe one connection or the framing of one message.
@@ -62,6 +63,8 @@ pub fn is_protected_request_header(name: &HeaderName) -> bool {
                 | "x-real-ip"
                 | "expect"
                 | "x-request-id"
+                | "x-original-url"
+                | "x-rewrite-url"
         )
 }
 
@@ -111,29 +114,49 @@ pub fn upstream_headers(
     out
 }
 
-/// Whether a `name[=value]` query pair names `wanted` once percent- and `+`-decoded.
+/// Whether a `name[=value]` query pair could be read as parameter `wanted` by some server:
+/// names compared after percent- and `+`-decoding, ASCII case-insensitively, and with
+/// `name[...]` array forms included.
 fn pair_is_named(pair: &str, wanted: &str) -> bool {
-    let name = pair.split('=').next().unwrap_or_default();
-    if !name.contains(['%', '+']) {
-        return name == wanted;
-    }
-    let name = name.replace('+', " ");
-    percent_decode_str(&name).decode_utf8_lossy() == wanted
+    let raw = pair.split('=').next().unwrap_or_default();
+    let decoded;
+    let name = if raw.contains(['%', '+']) {
+        decoded = percent_decode_str(&raw.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        decoded.as_str()
+    } else {
+        raw
+    };
+    let base = name.split('[').next().unwrap_or_default();
+    base.eq_ignore_ascii_case(wanted)
 }
 
-/// The caller's query with every parameter named like the injected one removed. This is
-/// also the query recorded in audit entries.
+/// Query parameters that make some frameworks (Rails, Laravel, Symfony) treat a POST as
+/// another method: policy judges the real method, so they never reach the upstream.
+const METHOD_OVERRIDE_PARAMS: [&str; 1] = ["_method"];
+
+/// The caller's query without any parameter named like the injected one (for query
+/// injection) or like a method override. `;` counts as a separator too, as some parsers
+/// read it so. This is also the query recorded in audit entries.
 pub fn caller_query<'a>(query: Option<&'a str>, resolved: &Resolved) -> Option<Cow<'a, str>> {
     let query = query.filter(|q| !q.is_empty())?;
-    let Prepared::Query { name, .. } = &resolved.injection else {
-        return Some(Cow::Borrowed(query));
+    let injected = match &resolved.injection {
+        Prepared::Query { name, .. } => Some(name.as_str()),
+        Prepared::Header { .. } => None,
     };
-    if !query.split('&').any(|p| pair_is_named(p, name)) {
+    let dropped = |pair: &str| {
+        injected.is_some_and(|name| pair_is_named(pair, name))
+            || METHOD_OVERRIDE_PARAMS
+                .iter()
+                .any(|m| pair_is_named(pair, m))
+    };
+    if !query.split(['&', ';']).any(dropped) {
         return Some(Cow::Borrowed(query));
     }
     let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && !pair_is_named(p, name))
+        .split(['&', ';'])
+        .filter(|p| !p.is_empty() && !dropped(p))
         .collect();
     if kept.is_empty() {
         None
@@ -222,25 +245,37 @@ impl Stream for LimitedBody {
     }
 }
 
-/// What [`forward`] learned, for the audit entry.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Forwarded {
-    /// The upstream's status.
-    pub status: Option<StatusCode>,
+/// The request as it goes upstream.
+pub struct Outgoing {
+    /// Method (policy judged this one).
+    pub method: Method,
+    /// Built by [`upstream_url`].
+    pub url: reqwest::Url,
+    /// Built by [`upstream_headers`].
+    pub headers: HeaderMap,
+    /// Whether the caller declared a `Content-Length` (kept even when 0).
+    pub caller_sent_length: bool,
+    /// The caller's body, streamed.
+    pub body: Body,
 }
 
-/// Sends the request upstream and streams the response back.
-#[allow(clippy::too_many_arguments)]
+/// Sends the request upstream and streams the response back, scrubbing the credential from
+/// the response when the route asks for it (counting scrubs into `scrubbed`).
 pub async fn forward(
     client: &reqwest::Client,
     route: &RouteSpec,
-    method: Method,
-    url: reqwest::Url,
-    headers: HeaderMap,
-    caller_sent_length: bool,
-    body: Body,
+    outgoing: Outgoing,
+    resolved: &Resolved,
     request_id: &HeaderValue,
+    scrubbed: &Arc<AtomicU64>,
 ) -> Result<axum::response::Response, ProxyError> {
+    let Outgoing {
+        method,
+        url,
+        mut headers,
+        caller_sent_length,
+        body,
+    } = outgoing;
     // The framing hyper decoded (chunked wins over Content-Length), not the caller's header.
     let declared = http_body::Body::size_hint(&body).exact();
     if declared.is_some_and(|len| len > route.max_body_bytes) {
@@ -248,7 +283,6 @@ pub async fn forward(
             limit: route.max_body_bytes,
         });
     }
-    let mut headers = headers;
     if let Some(len) = declared.filter(|len| *len > 0 || caller_sent_length) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
@@ -263,6 +297,7 @@ pub async fn forward(
             exceeded: exceeded.clone(),
         })
     };
+    let is_head = method == Method::HEAD;
     let request = client
         .request(method, url)
         .headers(headers)
@@ -275,12 +310,14 @@ pub async fn forward(
                     limit: route.max_body_bytes,
                 });
             }
-            tracing::warn!(route = %route.name, error = %error_chain(&err), "upstream request failed");
+            // `without_url`: the URL may carry an injected query credential.
+            tracing::warn!(route = %route.name, error = %error_chain(&err.without_url()), "upstream request failed");
             return Err(ProxyError::UpstreamUnreachable);
         }
         Ok(Ok(response)) => response,
     };
     let status = response.status();
+    let needles = resolved.scrub.as_ref().filter(|_| route.scrub_responses);
     let mut out_headers = HeaderMap::with_capacity(response.headers().len() + 1);
     let named = connection_tokens(response.headers());
     for (name, value) in response.headers() {
@@ -290,13 +327,28 @@ pub async fn forward(
         {
             continue;
         }
-        out_headers.append(name.clone(), value.clone());
+        match needles.and_then(|n| n.header_value(value)) {
+            Some((clean, count)) => {
+                scrubbed.fetch_add(count, Ordering::Relaxed);
+                out_headers.append(name.clone(), clean);
+            }
+            None => {
+                out_headers.append(name.clone(), value.clone());
+            }
+        }
     }
     out_headers.insert(crate::server::X_REQUEST_ID, request_id.clone());
-    let body = Body::from_stream(IdleTimeout::new(
-        response.bytes_stream(),
-        route.idle_timeout,
-    ));
+    let stream = IdleTimeout::new(response.bytes_stream(), route.idle_timeout);
+    let body = match needles {
+        Some(needles) => {
+            // Scrubbing may change the length; a HEAD answer has no body to change.
+            if !is_head {
+                out_headers.remove(header::CONTENT_LENGTH);
+            }
+            Body::from_stream(ScrubStream::new(stream, needles.clone(), scrubbed.clone()))
+        }
+        None => Body::from_stream(stream),
+    };
     let mut out = axum::response::Response::new(body);
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
@@ -337,7 +389,7 @@ where
             Poll::Ready(Some(item)) => {
                 let deadline = tokio::time::Instant::now() + self.idle;
                 self.sleep.as_mut().reset(deadline);
-                Poll::Ready(Some(item.map_err(io::Error::other)))
+                Poll::Ready(Some(item.map_err(|e| io::Error::other(e.without_url()))))
             }
             Poll::Ready(None) => {
                 self.done = true;
@@ -405,6 +457,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_body_bytes: 100,
+            scrub_responses: true,
         };
         (spec, resolved)
     }
@@ -461,9 +514,12 @@ mod tests {
         for (q, want) in [
             ("a=1&api_key=mine&b=2", Some("a=1&b=2")),
             ("api%5Fkey=mine", None),
-            ("API_KEY=other-case&x", Some("API_KEY=other-case&x")),
+            ("API_KEY=other-case&x", Some("x")),
             ("api_key", None),
             ("a=1", Some("a=1")),
+            ("a=1;api_key=mine&b", Some("a=1&b")),
+            ("api_key%5B%5D=x&api_key[0]=y&c", Some("c")),
+            ("_method=DELETE&a=1", Some("a=1")),
         ] {
             assert_eq!(caller_query(Some(q), &resolved).as_deref(), want, "{q}");
         }

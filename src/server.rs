@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
+use crate::audit::{AuditSink, Observed, RequestContext};
 use crate::config::{Config, RouteSpec};
 use crate::error::ProxyError;
 use crate::identity::Verifier;
@@ -50,7 +51,9 @@ pub struct App {
     pub verifier: Arc<Verifier>,
     /// The one pooled upstream client.
     pub client: reqwest::Client,
-    in_flight: AtomicUsize,
+    /// Where audit entries go.
+    pub audit: AuditSink,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl App {
@@ -60,6 +63,7 @@ impl App {
         config: Config,
         verifier: Arc<Verifier>,
         credentials: Vec<Arc<Credential>>,
+        audit: AuditSink,
     ) -> Result<Self, reqwest::Error> {
         let routes = config
             .routes
@@ -73,7 +77,8 @@ impl App {
             routes,
             verifier,
             config,
-            in_flight: AtomicUsize::new(0),
+            audit,
+            in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -96,46 +101,57 @@ pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// The router: reserved endpoints, everything else through [`handle`].
+/// The router: reserved endpoints (any method), everything else through [`handle`].
 pub fn router(app: Arc<App>) -> axum::Router {
     axum::Router::new()
-        .route("/_credproxy/health", axum::routing::get(health))
-        .route("/_credproxy/ready", axum::routing::get(ready))
+        .route("/_credproxy/health", axum::routing::any(health))
+        .route("/_credproxy/ready", axum::routing::any(ready))
         .fallback(handle)
         .with_state(app)
 }
 
-async fn health() -> Response {
-    (
-        StatusCode::OK,
-        axum::Json(serde_json::json!({"status": "ok"})),
-    )
-        .into_response()
+fn with_request_id(
+    headers: &http::HeaderMap,
+    status: StatusCode,
+    body: serde_json::Value,
+) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id(headers));
+    response
 }
 
-async fn ready(State(app): State<Arc<App>>) -> Response {
+async fn health(headers: http::HeaderMap) -> Response {
+    with_request_id(
+        &headers,
+        StatusCode::OK,
+        serde_json::json!({"status": "ok"}),
+    )
+}
+
+async fn ready(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Response {
     if app.is_ready() {
-        (
+        return with_request_id(
+            &headers,
             StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ready"})),
-        )
-            .into_response()
-    } else {
-        let mut waiting = Vec::new();
-        if !app.verifier.is_ready() {
-            waiting.push("jwks".to_string());
-        }
-        for r in app.routes.values() {
-            if !r.credential.is_resolved() {
-                waiting.push(format!("credential:{}", r.spec.name));
-            }
-        }
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "starting", "waiting_for": waiting})),
-        )
-            .into_response()
+            serde_json::json!({"status": "ready"}),
+        );
     }
+    let mut waiting = Vec::new();
+    if !app.verifier.is_ready() {
+        waiting.push("jwks".to_string());
+    }
+    for r in app.routes.values() {
+        if !r.credential.is_resolved() {
+            waiting.push(format!("credential:{}", r.spec.name));
+        }
+    }
+    with_request_id(
+        &headers,
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({"status": "starting", "waiting_for": waiting}),
+    )
 }
 
 /// A caller-supplied request id is kept when it is a sane token, else one is generated.
@@ -153,48 +169,62 @@ pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// Decrements the in-flight counter when the request is done.
-struct InFlight<'a>(&'a AtomicUsize);
+/// Holds one in-flight slot until the response body is over.
+struct InFlight(Arc<AtomicUsize>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Every proxied request: the stages of `lib.rs`, in order.
+/// Every proxied request: the stages of `lib.rs`, in order, then one audit entry when the
+/// response body is over.
 async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
-    let request_id = request_id(request.headers());
-    if request.uri().path().starts_with("/_credproxy/") || request.uri().path() == "/_credproxy" {
-        return ProxyError::NotFound.into_response_with(&request_id);
-    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let mut cx = RequestContext::new(
+        request_id(request.headers()),
+        request.method(),
+        request.uri(),
+        request.headers(),
+        peer,
+    );
     let count = app.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-    let _guard = InFlight(&app.in_flight);
-    if count > app.config.server.max_in_flight {
-        return ProxyError::Overloaded.into_response_with(&request_id);
-    }
-    match pipeline(&app, request, &request_id).await {
+    let slot = InFlight(app.in_flight.clone());
+    let result = if count > app.config.server.max_in_flight {
+        Err(ProxyError::Overloaded)
+    } else {
+        pipeline(&app, &mut cx, request).await
+    };
+    let response = match result {
         Ok(response) => response,
         Err(err) => {
-            tracing::debug!(code = err.code(), reason = err.reason(), "request refused");
-            err.into_response_with(&request_id)
+            cx.reason = Some(err.reason());
+            if err.status().is_server_error() {
+                tracing::warn!(request_id = ?cx.request_id, code = err.code(), error = %err, "request failed");
+            }
+            err.into_response_with(&cx.request_id)
         }
-    }
+    };
+    Observed::wrap(response, cx, &app.audit, Box::new(slot))
 }
 
 async fn pipeline(
     app: &App,
+    cx: &mut RequestContext,
     request: Request,
-    request_id: &HeaderValue,
 ) -> Result<Response, ProxyError> {
     let (parts, body) = request.into_parts();
-    let _peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    if parts.uri.path().starts_with("/_credproxy/") || parts.uri.path() == "/_credproxy" {
+        return Err(ProxyError::NotFound);
+    }
 
     // authenticate: 401 before anything about routes is disclosed.
     let caller = app.verifier.verify(&parts.headers).await?;
+    cx.caller = Some(caller.email.clone());
 
     // route: origin-form only (HTTP/2 always carries an authority, HTTP/1 absolute-form does
     // not belong here), then normalise.
@@ -210,6 +240,8 @@ async fn pipeline(
         .routes
         .get(target.route.as_ref())
         .ok_or_else(|| ProxyError::UnknownRoute(target.route.to_string()))?;
+    cx.route = Some(route.spec.name.clone());
+    cx.secret = Some(route.credential.resource().to_string());
 
     // authorize: default deny.
     match policy::authorize(
@@ -219,7 +251,7 @@ async fn pipeline(
         &target.path,
         chrono::Utc::now(),
     ) {
-        Decision::Allow { .. } => {}
+        Decision::Allow { .. } => cx.allowed = true,
         Decision::Deny(DenyReason::NoRule) => {
             return Err(ProxyError::Forbidden {
                 message: format!(
@@ -242,30 +274,38 @@ async fn pipeline(
 
     // resolve
     let resolved = route.credential.current()?;
+    cx.secret_version = resolved.version.clone();
 
     // rewrite
     let query = proxy::caller_query(parts.uri.query(), &resolved);
+    cx.set_query(parts.uri.path(), query.as_deref());
     let url = proxy::upstream_url(
         &route.spec,
         &target.upstream_path,
         query.as_deref(),
         &resolved,
     )?;
-    let headers = proxy::upstream_headers(&parts.headers, &route.spec, &resolved, request_id);
+    let headers = proxy::upstream_headers(&parts.headers, &route.spec, &resolved, &cx.request_id);
     let caller_sent_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
 
     // forward
-    proxy::forward(
+    let response = proxy::forward(
         &app.client,
         &route.spec,
-        parts.method,
-        url,
-        headers,
-        caller_sent_length,
-        body,
-        request_id,
+        proxy::Outgoing {
+            method: parts.method,
+            url,
+            headers,
+            caller_sent_length,
+            body,
+        },
+        &resolved,
+        &cx.request_id,
+        &cx.scrubbed,
     )
-    .await
+    .await?;
+    cx.upstream_status = Some(response.status().as_u16());
+    Ok(response)
 }
 
 /// Serves until `shutdown` completes, then stops accepting and drains in-flight requests for

@@ -175,6 +175,8 @@ pub struct Resolved {
     pub version: Option<String>,
     /// The injected form.
     pub injection: Prepared,
+    /// The value and its encoded forms, for scrubbing responses (`None` when too short).
+    pub scrub: Option<Arc<crate::scrub::Needles>>,
 }
 
 /// Characters percent-encoded in an injected query parameter.
@@ -225,14 +227,18 @@ pub fn prepare(
         value.set_sensitive(true);
         Ok(Prepared::Header { name, value })
     };
+    let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
+    let b64_url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.as_bytes());
+    let pct = percent_encoding::utf8_percent_encode(value, QUERY).to_string();
+    let mut basic_token = String::new();
     let injection = match &spec.inject {
         Injection::Header { name, format } => {
             header(name.clone(), format.replace("{secret}", value))?
         }
         Injection::Basic { username } => {
-            let encoded = base64::engine::general_purpose::STANDARD
+            basic_token = base64::engine::general_purpose::STANDARD
                 .encode(format!("{username}:{value}").as_bytes());
-            header(http::header::AUTHORIZATION, format!("Basic {encoded}"))?
+            header(http::header::AUTHORIZATION, format!("Basic {basic_token}"))?
         }
         Injection::Query { name } => {
             let pair = format!(
@@ -246,7 +252,19 @@ pub fn prepare(
             }
         }
     };
-    Ok(Resolved { version, injection })
+    let scrub = crate::scrub::Needles::new(&[
+        value.as_bytes(),
+        b64.as_bytes(),
+        b64_url.as_bytes(),
+        pct.as_bytes(),
+        basic_token.as_bytes(),
+    ])
+    .map(Arc::new);
+    Ok(Resolved {
+        version,
+        injection,
+        scrub,
+    })
 }
 
 /// A route's credential: its current resolved value, swapped atomically on refresh.

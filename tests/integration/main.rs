@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod audit;
 mod authn;
 mod cli;
 mod forward;
@@ -10,3 +11,4 @@ mod headers;
 mod lifecycle;
 mod paths;
 mod policy;
+mod redaction;

@@ -285,6 +285,36 @@ async fn upstream_handler(State(state): State<UpstreamState>, request: Request) 
                 .unwrap_or(http::StatusCode::OK);
             (code, format!("status {code}")).into_response()
         }
+        [.., "echo"] => {
+            // A debug endpoint that reflects the request: headers and query in the body, the
+            // credential in a header and in a redirect-style Location.
+            let auth = parts
+                .headers
+                .get("authorization")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            let headers: Vec<String> = parts
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+                .collect();
+            let body = format!(
+                "query={}\n{}\n",
+                parts.uri.query().unwrap_or_default(),
+                headers.join("\n")
+            );
+            (
+                [
+                    ("x-echo-authorization", auth),
+                    (
+                        "location",
+                        format!("/next?{}", parts.uri.query().unwrap_or_default()),
+                    ),
+                ],
+                body,
+            )
+                .into_response()
+        }
         [.., "headers"] => (
             [
                 ("server", "secret-upstream/1.0"),
@@ -591,6 +621,50 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The audit entries written so far (stdout lines), each parsed as JSON.
+    pub fn audit_entries(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .text()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` audit entries were written; returns them all.
+    pub async fn wait_audit(&self, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..200 {
+            let entries = self.audit_entries();
+            if entries.len() >= n {
+                return entries;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("expected {n} audit entries, got:\n{}", self.stdout.text());
+    }
+
+    /// The audit entry of the request with this id (waits for it).
+    pub async fn audit_for(&self, request_id: &str) -> serde_json::Value {
+        for _ in 0..200 {
+            let found: Vec<_> = self
+                .audit_entries()
+                .into_iter()
+                .filter(|e| e["request_id"] == request_id)
+                .collect();
+            assert!(
+                found.len() <= 1,
+                "more than one audit entry for {request_id}"
+            );
+            if let Some(e) = found.into_iter().next() {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no audit entry for {request_id}:\n{}", self.stdout.text());
     }
 
     /// Everything the process wrote so far, stdout then stderr.

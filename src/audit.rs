@@ -1,0 +1,648 @@
+//! The audit trail: exactly one Cloud Logging structured entry per request, on stdout.
+//!
+//! Stages record what they learn in a [`RequestContext`] (caller, route, decision, secret
+//! version, ...). The handler wraps the response body in [`Observed`], which writes the entry
+//! when the body ends, fails, or is dropped (a client disconnect), so streamed sizes count and
+//! every request logs exactly once. The entry is a typed struct serialised with serde_json
+//! (tracing-stackdriver renames keys and cannot write `null`), handed to a bounded channel and
+//! written by a dedicated thread: the request path never blocks on stdout. If the channel is
+//! ever full, the entry is dropped and counted; the first drop is logged.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Buf;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body::{Frame, SizeHint};
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// Entries waiting for the writer thread before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+/// Severity of an entry, as Cloud Logging names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Severity {
+    /// Allowed, upstream below 500.
+    Info,
+    /// Denied, limited, or upstream 5xx passed back.
+    Warning,
+    /// credproxy's own 5xx.
+    Error,
+    /// Decoy hit.
+    Alert,
+}
+
+/// Cloud Logging's `httpRequest`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRequest {
+    /// Method.
+    pub request_method: String,
+    /// Path and query as received, without the injected query parameter.
+    pub request_url: String,
+    /// Status sent to the caller.
+    pub status: u16,
+    /// `"0.012s"`.
+    pub latency: String,
+    /// Client address.
+    pub remote_ip: Option<String>,
+    /// Caller's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Response body bytes sent.
+    pub response_size: String,
+}
+
+/// One audit entry (SPEC, "Audit entry").
+#[derive(Debug, Serialize)]
+pub struct AuditEntry {
+    /// INFO, WARNING, ERROR or ALERT.
+    pub severity: Severity,
+    /// Human summary.
+    pub message: String,
+    /// RFC 3339.
+    pub time: String,
+    /// The request.
+    #[serde(rename = "httpRequest")]
+    pub http_request: HttpRequest,
+    /// `projects/P/traces/T`.
+    #[serde(
+        rename = "logging.googleapis.com/trace",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trace: Option<String>,
+    /// Span id, 16 hex digits.
+    #[serde(
+        rename = "logging.googleapis.com/spanId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub span_id: Option<String>,
+    /// Whether the trace was sampled.
+    #[serde(
+        rename = "logging.googleapis.com/trace_sampled",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trace_sampled: Option<bool>,
+    /// Request id (also `X-Request-Id`).
+    pub request_id: String,
+    /// Verified caller email.
+    pub caller: Option<String>,
+    /// Route name.
+    pub route: Option<String>,
+    /// `allow` once policy allowed the request, else `deny`.
+    pub decision: &'static str,
+    /// Error code or refined reason; null for upstream responses passed through.
+    pub reason: Option<&'static str>,
+    /// Secret reference without version.
+    pub secret: Option<String>,
+    /// Resolved version id.
+    pub secret_version: Option<String>,
+    /// Upstream status.
+    pub upstream_status: Option<u16>,
+    /// Configured environment label.
+    pub environment: Option<String>,
+    /// Scrubbed occurrences of the credential in the response.
+    pub scrubbed: u64,
+}
+
+/// What the stages learned about one request.
+#[derive(Debug)]
+pub struct RequestContext {
+    /// The request id.
+    pub request_id: HeaderValue,
+    started: Instant,
+    method: Method,
+    /// Path and query for `requestUrl`.
+    pub request_url: String,
+    remote_ip: Option<String>,
+    user_agent: Option<String>,
+    trace: Option<Trace>,
+    /// Verified caller.
+    pub caller: Option<String>,
+    /// Route name.
+    pub route: Option<String>,
+    /// Whether policy allowed the request.
+    pub allowed: bool,
+    /// Refusal reason.
+    pub reason: Option<&'static str>,
+    /// Secret reference without version.
+    pub secret: Option<String>,
+    /// Resolved version.
+    pub secret_version: Option<String>,
+    /// Status the upstream answered.
+    pub upstream_status: Option<u16>,
+    /// Scrub counter, shared with the response stream.
+    pub scrubbed: Arc<AtomicU64>,
+}
+
+/// Trace ids from `traceparent` or `X-Cloud-Trace-Context`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits.
+    pub span_id: Option<String>,
+    /// Sampled flag.
+    pub sampled: Option<bool>,
+}
+
+/// Parses W3C `traceparent` (`00-TRACE-SPAN-FLAGS`), else `X-Cloud-Trace-Context`
+/// (`TRACE/SPAN;o=1`, span in decimal).
+pub fn parse_trace(headers: &HeaderMap) -> Option<Trace> {
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
+    };
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        let mut parts = tp.trim().split('-');
+        if let (Some(version), Some(trace), Some(span), Some(flags)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+            && version.len() == 2
+            && version.bytes().all(|b| b.is_ascii_hexdigit())
+            && version != "ff"
+            && hex(trace, 32)
+            && hex(span, 16)
+            && flags.len() == 2
+            && let Ok(flags) = u8::from_str_radix(flags, 16)
+        {
+            return Some(Trace {
+                trace_id: trace.to_ascii_lowercase(),
+                span_id: Some(span.to_ascii_lowercase()),
+                sampled: Some(flags & 1 == 1),
+            });
+        }
+    }
+    let ctx = headers.get("x-cloud-trace-context")?.to_str().ok()?;
+    let (ids, options) = ctx.split_once(';').unwrap_or((ctx, ""));
+    let (trace, span) = ids.split_once('/').unwrap_or((ids, ""));
+    if !hex(trace, 32) {
+        return None;
+    }
+    let span_id = span
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s != 0)
+        .map(|s| format!("{s:016x}"));
+    let sampled = options.strip_prefix("o=").map(|o| o.trim() == "1");
+    Some(Trace {
+        trace_id: trace.to_ascii_lowercase(),
+        span_id,
+        sampled,
+    })
+}
+
+impl RequestContext {
+    /// Starts the context of a request.
+    pub fn new(
+        request_id: HeaderValue,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        remote_ip: Option<String>,
+    ) -> Self {
+        RequestContext {
+            request_id,
+            started: Instant::now(),
+            method: method.clone(),
+            request_url: audit_url(uri.path(), uri.query()),
+            remote_ip,
+            user_agent: headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            trace: parse_trace(headers),
+            caller: None,
+            route: None,
+            allowed: false,
+            reason: None,
+            secret: None,
+            secret_version: None,
+            upstream_status: None,
+            scrubbed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Records the query actually forwarded (without the injected parameter).
+    pub fn set_query(&mut self, path: &str, query: Option<&str>) {
+        self.request_url = audit_url(path, query);
+    }
+
+    fn entry(self, status: StatusCode, response_size: u64, config: &AuditConfig) -> AuditEntry {
+        let status_u16 = status.as_u16();
+        let own_5xx = self.upstream_status.is_none() && status.is_server_error();
+        let severity = if self.reason == Some("decoy") {
+            Severity::Alert
+        } else if own_5xx && self.reason != Some("overloaded") {
+            Severity::Error
+        } else if !self.allowed || self.reason.is_some() || status.is_server_error() {
+            Severity::Warning
+        } else {
+            Severity::Info
+        };
+        let decision = if self.allowed { "allow" } else { "deny" };
+        let message = format!(
+            "{} {} {} -> {}{}",
+            decision,
+            self.method,
+            self.request_url,
+            status_u16,
+            self.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        );
+        let latency = self.started.elapsed();
+        let (trace, span_id, trace_sampled) = match (&self.trace, &config.project_id) {
+            (Some(t), Some(project)) => (
+                Some(format!("projects/{project}/traces/{}", t.trace_id)),
+                t.span_id.clone(),
+                t.sampled,
+            ),
+            _ => (None, None, None),
+        };
+        AuditEntry {
+            severity,
+            message,
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            http_request: HttpRequest {
+                request_method: self.method.to_string(),
+                request_url: self.request_url,
+                status: status_u16,
+                latency: format!("{:.6}s", latency.as_secs_f64()),
+                remote_ip: self.remote_ip,
+                user_agent: self.user_agent,
+                response_size: response_size.to_string(),
+            },
+            trace,
+            span_id,
+            trace_sampled,
+            request_id: self.request_id.to_str().unwrap_or_default().to_string(),
+            caller: self.caller,
+            route: self.route,
+            decision,
+            reason: self.reason,
+            secret: self.secret,
+            secret_version: self.secret_version,
+            upstream_status: self.upstream_status,
+            environment: config.environment.clone(),
+            scrubbed: self.scrubbed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Query parameters that carry caller tokens if a client puts them in the URL by mistake:
+/// their values never reach the audit log.
+const TOKEN_PARAMS: [&str; 3] = ["access_token", "id_token", "token"];
+
+fn audit_url(path: &str, query: Option<&str>) -> String {
+    let mut url = String::with_capacity(path.len() + query.map_or(0, str::len) + 1);
+    url.push_str(path);
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        url.push('?');
+        for (i, pair) in q.split('&').enumerate() {
+            if i > 0 {
+                url.push('&');
+            }
+            let name = pair.split('=').next().unwrap_or_default();
+            if TOKEN_PARAMS.iter().any(|t| name.eq_ignore_ascii_case(t)) {
+                url.push_str(name);
+                url.push_str("=[redacted]");
+            } else {
+                url.push_str(pair);
+            }
+        }
+    }
+    url
+}
+
+/// Static parts of every entry.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// `environment` label.
+    pub environment: Option<String>,
+    /// Project id for trace names.
+    pub project_id: Option<String>,
+}
+
+enum Msg {
+    Line(Vec<u8>),
+    Flush(mpsc::Sender<()>),
+}
+
+/// The writer of audit lines: a bounded queue drained by a dedicated thread.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: mpsc::SyncSender<Msg>,
+    config: Arc<AuditConfig>,
+    dropped: Arc<AtomicU64>,
+    warned: Arc<AtomicBool>,
+}
+
+impl AuditSink {
+    /// Starts the writer thread over `out` (stdout in production).
+    pub fn start(config: AuditConfig, out: Box<dyn Write + Send>) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+        std::thread::Builder::new()
+            .name("credproxy-audit".to_string())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+                while let Ok(msg) = rx.recv() {
+                    let mut next = Some(msg);
+                    // Write whatever is queued, then flush once.
+                    while let Some(msg) = next.take() {
+                        match msg {
+                            Msg::Line(line) => {
+                                let _ = out.write_all(&line);
+                            }
+                            Msg::Flush(ack) => {
+                                let _ = out.flush();
+                                let _ = ack.send(());
+                            }
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    let _ = out.flush();
+                }
+                let _ = out.flush();
+            })?;
+        Ok(AuditSink {
+            tx,
+            config: Arc::new(config),
+            dropped: Arc::default(),
+            warned: Arc::default(),
+        })
+    }
+
+    /// Entries dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes one entry without blocking.
+    pub fn write(&self, entry: &AuditEntry) {
+        let mut line = match serde_json::to_vec(entry) {
+            Ok(line) => line,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot serialise an audit entry");
+                return;
+            }
+        };
+        line.push(b'\n');
+        if self.tx.try_send(Msg::Line(line)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    "audit queue full: audit entries are being dropped (counted in credproxy_audit_dropped_total)"
+                );
+            }
+        }
+    }
+
+    /// Waits (off the runtime) until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let tx = self.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if tx.send(Msg::Flush(ack_tx)).is_ok() {
+                let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(2));
+            }
+        })
+        .await;
+    }
+}
+
+/// Runs once when the response is over: writes the audit entry and releases what the request
+/// held (its in-flight slot).
+pub struct Completion {
+    cx: RequestContext,
+    status: StatusCode,
+    sink: AuditSink,
+    _hold: Box<dyn Send + Sync>,
+}
+
+impl Completion {
+    fn finish(self, bytes: u64) {
+        let entry = self.cx.entry(self.status, bytes, &self.sink.config);
+        self.sink.write(&entry);
+    }
+}
+
+/// A response body that counts the bytes sent and completes the request when it ends or is
+/// dropped.
+pub struct Observed {
+    inner: Body,
+    bytes: u64,
+    completion: Option<Completion>,
+}
+
+impl Observed {
+    /// Wraps `response`'s body; `hold` lives until the body is over.
+    pub fn wrap(
+        response: axum::response::Response,
+        cx: RequestContext,
+        sink: &AuditSink,
+        hold: Box<dyn Send + Sync>,
+    ) -> axum::response::Response {
+        let status = response.status();
+        let (parts, body) = response.into_parts();
+        let observed = Observed {
+            inner: body,
+            bytes: 0,
+            completion: Some(Completion {
+                cx,
+                status,
+                sink: sink.clone(),
+                _hold: hold,
+            }),
+        };
+        axum::response::Response::from_parts(parts, Body::new(observed))
+    }
+
+    fn complete(&mut self) {
+        if let Some(c) = self.completion.take() {
+            c.finish(self.bytes);
+        }
+    }
+}
+
+impl http_body::Body for Observed {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.remaining() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.complete(),
+            Poll::Pending => {}
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.complete();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn parses_traceparent() {
+        let t = parse_trace(&headers(&[(
+            "traceparent",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        )]))
+        .expect("trace");
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.span_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert_eq!(t.sampled, Some(true));
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-xyz-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            let h = HeaderMap::from_iter([(
+                http::header::HeaderName::from_static("traceparent"),
+                HeaderValue::from_str(bad).expect("value"),
+            )]);
+            assert_eq!(parse_trace(&h), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_x_cloud_trace_context() {
+        let t = parse_trace(&headers(&[(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1",
+        )]))
+        .expect("trace");
+        assert_eq!(t.trace_id, "105445aa7843bc8bf206b12000100000");
+        assert_eq!(t.span_id.as_deref(), Some("0000000000000001"));
+        assert_eq!(t.sampled, Some(true));
+        // traceparent wins when both are present.
+        let t = parse_trace(&headers(&[
+            (
+                "x-cloud-trace-context",
+                "105445aa7843bc8bf206b12000100000/1;o=1",
+            ),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            ),
+        ]))
+        .expect("trace");
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.sampled, Some(false));
+    }
+
+    #[test]
+    fn audit_urls_never_carry_token_parameters() {
+        assert_eq!(
+            audit_url("/r/x", Some("a=1&access_token=eyJ.x.y&TOKEN=z")),
+            "/r/x?a=1&access_token=[redacted]&TOKEN=[redacted]"
+        );
+        assert_eq!(audit_url("/r/x", None), "/r/x");
+    }
+
+    fn cx() -> RequestContext {
+        RequestContext::new(
+            HeaderValue::from_static("rid"),
+            &Method::GET,
+            &"/api/v1/x?a=1".parse().expect("uri"),
+            &headers(&[(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )]),
+            Some("10.0.0.1".to_string()),
+        )
+    }
+
+    #[test]
+    fn severity_follows_the_spec() {
+        let config = AuditConfig {
+            environment: Some("prod".to_string()),
+            project_id: Some("acme".to_string()),
+        };
+        let mut allowed = cx();
+        allowed.allowed = true;
+        allowed.upstream_status = Some(200);
+        let e = allowed.entry(StatusCode::OK, 10, &config);
+        assert_eq!(e.severity, Severity::Info);
+        assert_eq!(e.decision, "allow");
+        assert_eq!(
+            e.trace.as_deref(),
+            Some("projects/acme/traces/4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let json = serde_json::to_value(&e).expect("json");
+        assert_eq!(json["httpRequest"]["requestUrl"], "/api/v1/x?a=1");
+        assert_eq!(json["httpRequest"]["responseSize"], "10");
+        assert!(json["reason"].is_null());
+        assert_eq!(json["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+
+        let mut upstream_5xx = cx();
+        upstream_5xx.allowed = true;
+        upstream_5xx.upstream_status = Some(503);
+        assert_eq!(
+            upstream_5xx
+                .entry(StatusCode::SERVICE_UNAVAILABLE, 0, &config)
+                .severity,
+            Severity::Warning
+        );
+
+        let mut own_5xx = cx();
+        own_5xx.allowed = true;
+        own_5xx.reason = Some("upstream_unreachable");
+        assert_eq!(
+            own_5xx.entry(StatusCode::BAD_GATEWAY, 0, &config).severity,
+            Severity::Error
+        );
+
+        let mut denied = cx();
+        denied.reason = Some("forbidden");
+        let e = denied.entry(StatusCode::FORBIDDEN, 0, &config);
+        assert_eq!((e.severity, e.decision), (Severity::Warning, "deny"));
+
+        let mut decoy = cx();
+        decoy.reason = Some("decoy");
+        assert_eq!(
+            decoy.entry(StatusCode::NOT_FOUND, 0, &config).severity,
+            Severity::Alert
+        );
+
+        let no_project = AuditConfig {
+            environment: None,
+            project_id: None,
+        };
+        assert!(cx().entry(StatusCode::OK, 0, &no_project).trace.is_none());
+    }
+}
