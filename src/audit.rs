@@ -109,6 +109,8 @@ pub struct AuditEntry {
     pub environment: Option<String>,
     /// Scrubbed occurrences of the credential in the response.
     pub scrubbed: u64,
+    /// Replayed once after an upstream 401 with a newer secret version.
+    pub retried: bool,
 }
 
 /// What the stages learned about one request.
@@ -139,6 +141,8 @@ pub struct RequestContext {
     pub upstream_status: Option<u16>,
     /// Scrub counter, shared with the response stream.
     pub scrubbed: Arc<AtomicU64>,
+    /// Whether the request was replayed after an upstream 401 with a newer credential.
+    pub retried: bool,
 }
 
 /// Trace ids from `traceparent` or `X-Cloud-Trace-Context`.
@@ -224,6 +228,7 @@ impl RequestContext {
             secret_version: None,
             upstream_status: None,
             scrubbed: Arc::new(AtomicU64::new(0)),
+            retried: false,
         }
     }
 
@@ -288,6 +293,7 @@ impl RequestContext {
             upstream_status: self.upstream_status,
             environment: config.environment.clone(),
             scrubbed: self.scrubbed.load(Ordering::Relaxed),
+            retried: self.retried,
         }
     }
 }

@@ -114,9 +114,16 @@ struct RawConfig {
     identity: Option<RawIdentity>,
     #[serde(default)]
     secrets: RawSecrets,
-    events: Option<serde_json::Value>,
+    events: Option<RawEvents>,
     #[serde(default)]
     routes: BTreeMap<String, RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawEvents {
+    pubsub_push_audience: Option<String>,
+    #[serde(default)]
+    pubsub_push_callers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +269,8 @@ pub struct Config {
     pub identity: IdentitySettings,
     /// Secret resolution settings.
     pub secrets: SecretsSettings,
+    /// Secret Manager event notifications (Pub/Sub push), when configured.
+    pub events: Option<EventsSettings>,
     /// Routes, sorted by name.
     pub routes: Vec<RouteSpec>,
 }
@@ -303,6 +312,17 @@ pub struct SecretsSettings {
     pub warm_on_start: bool,
     /// Secret Manager endpoint override.
     pub secret_manager_endpoint: Option<String>,
+    /// `credentials: anonymous` (emulators, tests) instead of Application Default Credentials.
+    pub secret_manager_anonymous: bool,
+}
+
+/// `events:` settings.
+#[derive(Debug, Clone)]
+pub struct EventsSettings {
+    /// `aud` of the push subscription's OIDC token.
+    pub audience: String,
+    /// Push service accounts allowed to deliver events.
+    pub callers: Vec<CallerPattern>,
 }
 
 /// One route: `/{name}/...` forwarded to `upstream`.
@@ -680,9 +700,7 @@ impl Validator<'_> {
         if !raw.decoys.callers.is_empty() {
             self.unsupported("decoys.callers", "decoy callers");
         }
-        if raw.events.is_some() {
-            self.unsupported("events", "Secret Manager event notifications");
-        }
+        let events = raw.events.map(|e| self.events(e));
         let identity = match raw.identity {
             Some(identity) => self.identity(identity, env),
             None => {
@@ -715,7 +733,38 @@ impl Validator<'_> {
             server,
             identity: identity?,
             secrets,
+            events: events.flatten(),
             routes,
+        })
+    }
+
+    fn events(&mut self, raw: RawEvents) -> Option<EventsSettings> {
+        let audience = match raw.pubsub_push_audience.filter(|a| !a.trim().is_empty()) {
+            Some(a) => Some(a),
+            None => {
+                self.error(
+                    "events.pubsub_push_audience",
+                    "required: the audience of the push subscription's OIDC token, e.g. https://CREDPROXY-URL/_credproxy/events/secret-manager",
+                );
+                None
+            }
+        };
+        if raw.pubsub_push_callers.is_empty() {
+            self.error(
+                "events.pubsub_push_callers",
+                "required: the push subscription's service account email(s)",
+            );
+        }
+        let mut callers = Vec::new();
+        for (i, c) in raw.pubsub_push_callers.iter().enumerate() {
+            match CallerPattern::parse(c) {
+                Ok(c) => callers.push(c),
+                Err(e) => self.error(&format!("events.pubsub_push_callers[{i}]"), e),
+            }
+        }
+        Some(EventsSettings {
+            audience: audience?,
+            callers,
         })
     }
 
@@ -890,6 +939,8 @@ impl Validator<'_> {
             },
             warm_on_start: raw.warm_on_start.unwrap_or(true),
             secret_manager_endpoint: endpoint,
+            secret_manager_anonymous: raw.secret_manager.credentials.as_deref()
+                == Some("anonymous"),
         }
     }
 
@@ -1060,13 +1111,6 @@ impl Validator<'_> {
 
     fn credential(&mut self, p: &str, raw: RawCredential) -> Option<CredentialSpec> {
         let secret = match SecretRef::parse(&raw.secret) {
-            Ok(SecretRef::SecretManager { .. }) => {
-                self.unsupported(
-                    &format!("{p}.secret"),
-                    "reading secrets from Secret Manager",
-                );
-                None
-            }
             Ok(r) => Some(r),
             Err(e) => {
                 self.error(&format!("{p}.secret"), e);

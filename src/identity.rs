@@ -170,6 +170,7 @@ impl KeySet {
 /// Verifies caller tokens; owns the JWKS cache.
 pub struct Verifier {
     validation: Validation,
+    issuers: Vec<String>,
     leeway_seconds: u64,
     jwks_url: reqwest::Url,
     http: reqwest::Client,
@@ -182,13 +183,11 @@ impl Verifier {
     /// Builds a verifier with an empty key set; call [`Verifier::refresh`] or run
     /// [`Verifier::run_refresher`] to fetch keys.
     pub fn new(settings: &IdentitySettings) -> Result<Self, reqwest::Error> {
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_audience(&settings.audiences);
-        validation.set_issuer(&settings.issuers);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = settings.leeway_seconds;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        let validation = validation(
+            &settings.audiences,
+            &settings.issuers,
+            settings.leeway_seconds,
+        );
         let http = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -196,6 +195,7 @@ impl Verifier {
             .build()?;
         Ok(Verifier {
             validation,
+            issuers: settings.issuers.clone(),
             leeway_seconds: settings.leeway_seconds,
             jwks_url: settings.jwks_url.clone(),
             http,
@@ -273,6 +273,81 @@ impl Verifier {
         if token.ends_with(SIGNATURE_REMOVED) {
             return Err(AuthError::SignatureRemoved);
         }
+        self.verify_token(token, &self.validation).await
+    }
+
+    /// Verifies a Pub/Sub push token for `audience`. With `signature_removed_ok` (Cloud Run's
+    /// invoker check runs in front and already verified it), a token whose signature Cloud
+    /// Run removed is accepted when its claims check out: an event is only a hint to re-read
+    /// a secret, never a way to change what is injected.
+    pub async fn verify_push(
+        &self,
+        headers: &HeaderMap,
+        audience: &str,
+        signature_removed_ok: bool,
+    ) -> Result<Caller, AuthError> {
+        let token = bearer_token(headers)?;
+        if let Some(unsigned) = token.strip_suffix(SIGNATURE_REMOVED) {
+            if !signature_removed_ok {
+                return Err(AuthError::SignatureRemoved);
+            }
+            return self.check_unsigned_push(unsigned, audience);
+        }
+        let validation = validation(&[audience.to_string()], &self.issuers, self.leeway_seconds);
+        self.verify_token(token, &validation).await
+    }
+
+    fn check_unsigned_push(&self, unsigned: &str, audience: &str) -> Result<Caller, AuthError> {
+        #[derive(Deserialize)]
+        struct PushClaims {
+            iss: Option<String>,
+            aud: Option<serde_json::Value>,
+            exp: Option<i64>,
+            email: Option<String>,
+            email_verified: Option<serde_json::Value>,
+        }
+        let payload = unsigned
+            .split('.')
+            .nth(1)
+            .ok_or(AuthError::Malformed("not a JWT"))?;
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .map_err(|_| AuthError::Malformed("the JWT payload cannot be decoded"))?;
+        let claims: PushClaims = serde_json::from_slice(&bytes)
+            .map_err(|_| AuthError::Malformed("the JWT payload cannot be decoded"))?;
+        if !claims.iss.is_some_and(|i| self.issuers.contains(&i)) {
+            return Err(AuthError::Issuer);
+        }
+        let aud_ok = match claims.aud {
+            Some(serde_json::Value::String(a)) => a == audience,
+            Some(serde_json::Value::Array(a)) => a.iter().any(|v| v == audience),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(AuthError::Audience);
+        }
+        let now = chrono::Utc::now().timestamp();
+        if claims
+            .exp
+            .is_none_or(|exp| exp + (self.leeway_seconds as i64) < now)
+        {
+            return Err(AuthError::Expired);
+        }
+        let email = claims
+            .email
+            .filter(|e| !e.is_empty())
+            .ok_or(AuthError::MissingClaim("email"))?;
+        if !matches!(claims.email_verified, Some(serde_json::Value::Bool(true))) {
+            return Err(AuthError::EmailNotVerified);
+        }
+        Ok(Caller { email })
+    }
+
+    async fn verify_token(
+        &self,
+        token: &str,
+        validation: &Validation,
+    ) -> Result<Caller, AuthError> {
         if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
             return Err(AuthError::Malformed("not a JWT"));
         }
@@ -287,25 +362,23 @@ impl Verifier {
         let keys = self.keys_for(&kid).await?;
         let key = keys.keys.get(&kid).ok_or(AuthError::UnknownKey)?;
         let data =
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                    ErrorKind::InvalidAudience => AuthError::Audience,
-                    ErrorKind::InvalidIssuer => AuthError::Issuer,
-                    ErrorKind::InvalidSignature => AuthError::BadSignature,
-                    ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
-                    ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
-                        AuthError::MissingClaim(match c.as_str() {
-                            "exp" => "exp",
-                            "iss" => "iss",
-                            "aud" => "aud",
-                            "nbf" => "nbf",
-                            _ => "claims",
-                        })
-                    }
-                    _ => AuthError::Malformed("the JWT cannot be decoded"),
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidAudience => AuthError::Audience,
+                ErrorKind::InvalidIssuer => AuthError::Issuer,
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm => AuthError::Algorithm,
+                ErrorKind::MissingRequiredClaim(c) | ErrorKind::InvalidClaimFormat(c) => {
+                    AuthError::MissingClaim(match c.as_str() {
+                        "exp" => "exp",
+                        "iss" => "iss",
+                        "aud" => "aud",
+                        "nbf" => "nbf",
+                        _ => "claims",
+                    })
                 }
+                _ => AuthError::Malformed("the JWT cannot be decoded"),
             })?;
         let claims = data.claims;
         let iat = claims
@@ -367,6 +440,18 @@ impl Verifier {
             AuthError::KeysUnavailable
         }
     }
+}
+
+/// RS256 only; `exp`, `iss`, `aud` required; `exp` and `nbf` checked with leeway.
+fn validation(audiences: &[String], issuers: &[String], leeway_seconds: u64) -> Validation {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_audience(audiences);
+    validation.set_issuer(issuers);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation.leeway = leeway_seconds;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation
 }
 
 /// Extracts the token of the single `Authorization: Bearer` header.

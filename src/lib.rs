@@ -42,6 +42,7 @@ pub mod proxy;
 pub mod scrub;
 pub mod secrets;
 pub mod server;
+pub mod signing;
 pub mod telemetry;
 
 use std::future::Future;
@@ -53,14 +54,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("{0}")]
     Config(#[from] config::Problems),
-    /// A credential could not be resolved at start.
-    #[error("route `{route}`: {source}")]
-    Secret {
-        /// The route whose credential failed.
-        route: String,
-        /// What failed.
-        source: secrets::SecretError,
-    },
+    /// A credential could not be resolved at start, or the store could not be reached.
+    #[error("{0}")]
+    Secret(#[from] secrets::BuildError),
     /// Binding the listener or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -77,16 +73,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let verifier = Arc::new(identity::Verifier::new(&config.identity)?);
-    let mut credentials = Vec::with_capacity(config.routes.len());
-    for route in &config.routes {
-        let credential = secrets::resolve_at_start(&route.credential, env)
-            .await
-            .map_err(|source| StartError::Secret {
-                route: route.name.clone(),
-                source,
-            })?;
-        credentials.push(credential);
-    }
+    let (store, credentials) = secrets::SecretStore::build(&config, env).await?;
     let project_id = project_id(&config, env).await;
     let audit = audit::AuditSink::start(
         audit::AuditConfig {
@@ -98,6 +85,7 @@ pub async fn run(
     let app = Arc::new(server::App::new(
         config,
         verifier.clone(),
+        store.clone(),
         credentials,
         audit.clone(),
     )?);
@@ -111,6 +99,7 @@ pub async fn run(
         "credproxy listening"
     );
     let refresher = tokio::spawn(verifier.run_refresher());
+    store.spawn_refreshers();
     let result = server::serve(listener, app, shutdown).await;
     refresher.abort();
     audit.flush().await;

@@ -255,8 +255,43 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     /// Whether the caller declared a `Content-Length` (kept even when 0).
     pub caller_sent_length: bool,
-    /// The caller's body, streamed.
-    pub body: Body,
+    /// The caller's body.
+    pub body: OutBody,
+}
+
+/// A request body on its way upstream.
+pub enum OutBody {
+    /// Streamed as it arrives (not replayable).
+    Stream(Body),
+    /// Held in memory (small bodies of routes whose credential can rotate), so the request
+    /// can be replayed once after an upstream 401.
+    Full(Bytes),
+}
+
+/// Largest body held for a replay after an upstream 401.
+pub const REPLAY_LIMIT: u64 = 64 * 1024;
+
+/// Holds a small body in memory so the request can be replayed; larger or chunked bodies of
+/// unknown length keep streaming. Bodies over the route's limit are refused here.
+pub async fn replayable(body: Body, max_body_bytes: u64) -> Result<OutBody, ProxyError> {
+    let declared = http_body::Body::size_hint(&body).exact();
+    match declared {
+        Some(len) if len > max_body_bytes => Err(ProxyError::BodyTooLarge {
+            limit: max_body_bytes,
+        }),
+        Some(len) if len <= REPLAY_LIMIT => {
+            use http_body_util::BodyExt as _;
+            let bytes = http_body_util::Limited::new(body, len as usize)
+                .collect()
+                .await
+                .map_err(|_| {
+                    ProxyError::BadRequest("the request body could not be read".to_string())
+                })?
+                .to_bytes();
+            Ok(OutBody::Full(bytes))
+        }
+        _ => Ok(OutBody::Stream(body)),
+    }
 }
 
 /// Sends the request upstream and streams the response back, scrubbing the credential from
@@ -277,7 +312,10 @@ pub async fn forward(
         body,
     } = outgoing;
     // The framing hyper decoded (chunked wins over Content-Length), not the caller's header.
-    let declared = http_body::Body::size_hint(&body).exact();
+    let declared = match &body {
+        OutBody::Stream(body) => http_body::Body::size_hint(body).exact(),
+        OutBody::Full(bytes) => Some(bytes.len() as u64),
+    };
     if declared.is_some_and(|len| len > route.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge {
             limit: route.max_body_bytes,
@@ -287,15 +325,17 @@ pub async fn forward(
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     let exceeded = Arc::new(AtomicBool::new(false));
-    let upstream_body = if http_body::Body::is_end_stream(&body) || declared == Some(0) {
-        reqwest::Body::from(Bytes::new())
-    } else {
-        reqwest::Body::wrap_stream(LimitedBody {
+    let upstream_body = match body {
+        OutBody::Full(bytes) => reqwest::Body::from(bytes),
+        OutBody::Stream(body) if http_body::Body::is_end_stream(&body) || declared == Some(0) => {
+            reqwest::Body::from(Bytes::new())
+        }
+        OutBody::Stream(body) => reqwest::Body::wrap_stream(LimitedBody {
             inner: body.into_data_stream(),
             seen: 0,
             limit: route.max_body_bytes,
             exceeded: exceeded.clone(),
-        })
+        }),
     };
     let is_head = method == Method::HEAD;
     let request = client

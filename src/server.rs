@@ -25,10 +25,13 @@ use crate::error::ProxyError;
 use crate::identity::Verifier;
 use crate::policy::{self, Decision, DenyReason};
 use crate::proxy;
-use crate::secrets::Credential;
+use crate::secrets::events::SecretEvent;
+use crate::secrets::{self, Credential, Resolved, SecretStore};
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Where Pub/Sub pushes Secret Manager events.
+pub const EVENTS_PATH: &str = "/_credproxy/events/secret-manager";
 /// How long SIGTERM waits for in-flight requests (Cloud Run kills after 10 s).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -49,6 +52,8 @@ pub struct App {
     pub routes: HashMap<String, RouteRuntime>,
     /// Token verification and JWKS cache.
     pub verifier: Arc<Verifier>,
+    /// Every secret and its refreshers.
+    pub secrets: Arc<SecretStore>,
     /// The one pooled upstream client.
     pub client: reqwest::Client,
     /// Where audit entries go.
@@ -62,6 +67,7 @@ impl App {
     pub fn new(
         config: Config,
         verifier: Arc<Verifier>,
+        secrets: Arc<SecretStore>,
         credentials: Vec<Arc<Credential>>,
         audit: AuditSink,
     ) -> Result<Self, reqwest::Error> {
@@ -76,15 +82,17 @@ impl App {
             client: upstream_client()?,
             routes,
             verifier,
+            secrets,
             config,
             audit,
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    /// Ready when the JWKS was fetched and every credential resolved once.
+    /// Ready when the JWKS was fetched and (with `warm_on_start`) every secret resolved once.
     pub fn is_ready(&self) -> bool {
-        self.verifier.is_ready() && self.routes.values().all(|r| r.credential.is_resolved())
+        self.verifier.is_ready()
+            && (!self.config.secrets.warm_on_start || self.secrets.all_resolved())
     }
 }
 
@@ -142,10 +150,13 @@ async fn ready(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Respons
     if !app.verifier.is_ready() {
         waiting.push("jwks".to_string());
     }
-    for r in app.routes.values() {
-        if !r.credential.is_resolved() {
-            waiting.push(format!("credential:{}", r.spec.name));
-        }
+    if app.config.secrets.warm_on_start {
+        waiting.extend(
+            app.secrets
+                .unresolved()
+                .into_iter()
+                .map(|s| format!("secret:{s}")),
+        );
     }
     with_request_id(
         &headers,
@@ -202,10 +213,9 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let response = match result {
         Ok(response) => response,
         Err(err) => {
+            // Causes are logged where they happen, once per interval (the store) or per
+            // upstream failure; the audit entry records every refusal.
             cx.reason = Some(err.reason());
-            if err.status().is_server_error() {
-                tracing::warn!(request_id = ?cx.request_id, code = err.code(), error = %err, "request failed");
-            }
             err.into_response_with(&cx.request_id)
         }
     };
@@ -218,6 +228,9 @@ async fn pipeline(
     request: Request,
 ) -> Result<Response, ProxyError> {
     let (parts, body) = request.into_parts();
+    if parts.uri.path() == EVENTS_PATH {
+        return events(app, cx, parts, body).await;
+    }
     if parts.uri.path().starts_with("/_credproxy/") || parts.uri.path() == "/_credproxy" {
         return Err(ProxyError::NotFound);
     }
@@ -273,40 +286,146 @@ async fn pipeline(
     }
 
     // resolve
-    let resolved = route.credential.current()?;
+    let mut resolved = route.credential.current().await?;
     cx.secret_version = resolved.version.clone();
 
-    // rewrite
+    // rewrite + forward; a small body is held so that a 401 caused by a rotated credential
+    // can be retried once with the new value.
+    let rotatable = route.credential.can_rotate();
+    let body = if rotatable {
+        proxy::replayable(body, route.spec.max_body_bytes).await?
+    } else {
+        proxy::OutBody::Stream(body)
+    };
+    let replay = match &body {
+        proxy::OutBody::Full(bytes) => Some(bytes.clone()),
+        proxy::OutBody::Stream(_) => None,
+    };
     let query = proxy::caller_query(parts.uri.query(), &resolved);
     cx.set_query(parts.uri.path(), query.as_deref());
-    let url = proxy::upstream_url(
-        &route.spec,
-        &target.upstream_path,
-        query.as_deref(),
-        &resolved,
-    )?;
-    let headers = proxy::upstream_headers(&parts.headers, &route.spec, &resolved, &cx.request_id);
     let caller_sent_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
-
-    // forward
-    let response = proxy::forward(
-        &app.client,
-        &route.spec,
-        proxy::Outgoing {
-            method: parts.method,
-            url,
-            headers,
+    let outgoing = |resolved: &Resolved,
+                    body: proxy::OutBody|
+     -> Result<proxy::Outgoing, ProxyError> {
+        Ok(proxy::Outgoing {
+            method: parts.method.clone(),
+            url: proxy::upstream_url(
+                &route.spec,
+                &target.upstream_path,
+                query.as_deref(),
+                resolved,
+            )?,
+            headers: proxy::upstream_headers(&parts.headers, &route.spec, resolved, &cx.request_id),
             caller_sent_length,
             body,
-        },
+        })
+    };
+    let mut response = proxy::forward(
+        &app.client,
+        &route.spec,
+        outgoing(&resolved, body)?,
         &resolved,
         &cx.request_id,
         &cx.scrubbed,
     )
     .await?;
+    if response.status() == StatusCode::UNAUTHORIZED
+        && let Some(replay) = replay
+        && let Some(newer) = route.credential.newer_than(&resolved).await
+    {
+        tracing::info!(
+            route = %route.spec.name,
+            from_version = resolved.version.as_deref().unwrap_or(""),
+            to_version = newer.version.as_deref().unwrap_or(""),
+            "upstream answered 401; retrying once with the newer credential"
+        );
+        drop(response);
+        resolved = newer;
+        cx.secret_version = resolved.version.clone();
+        cx.retried = true;
+        response = proxy::forward(
+            &app.client,
+            &route.spec,
+            outgoing(&resolved, proxy::OutBody::Full(replay))?,
+            &resolved,
+            &cx.request_id,
+            &cx.scrubbed,
+        )
+        .await?;
+    }
     cx.upstream_status = Some(response.status().as_u16());
     Ok(response)
 }
+
+/// `POST /_credproxy/events/secret-manager`: Pub/Sub push of Secret Manager events.
+async fn events(
+    app: &App,
+    cx: &mut RequestContext,
+    parts: http::request::Parts,
+    body: Body,
+) -> Result<Response, ProxyError> {
+    let Some(settings) = &app.config.events else {
+        return Err(ProxyError::NotFound);
+    };
+    if parts.method != http::Method::POST {
+        return Err(ProxyError::NotFound);
+    }
+    let pusher = app
+        .verifier
+        .verify_push(
+            &parts.headers,
+            &settings.audience,
+            app.config.identity.cloud_run_invoker_check,
+        )
+        .await?;
+    cx.caller = Some(pusher.email.clone());
+    if !settings.callers.iter().any(|c| c.matches(&pusher.email)) {
+        return Err(ProxyError::Forbidden {
+            message: format!("{} may not deliver Secret Manager events", pusher.email),
+            reason: "forbidden",
+        });
+    }
+    cx.allowed = true;
+    use http_body_util::BodyExt as _;
+    let bytes = http_body_util::Limited::new(body, EVENT_BODY_LIMIT)
+        .collect()
+        .await
+        .map_err(|_| {
+            ProxyError::BadRequest(format!(
+                "the event body is unreadable or over {EVENT_BODY_LIMIT} bytes"
+            ))
+        })?
+        .to_bytes();
+    let event = secrets::events::parse(&bytes).map_err(ProxyError::BadRequest)?;
+    match event {
+        SecretEvent::VersionChanged {
+            secret_id,
+            event_type,
+        } => {
+            let outcome = app.secrets.on_version_event(&secret_id);
+            tracing::info!(secret_id, event_type, outcome = ?outcome, "Secret Manager event");
+        }
+        SecretEvent::RotationDue { secret_id } => {
+            let configured = app.secrets.matching_resources(&secret_id);
+            tracing::warn!(
+                secret_id,
+                configured = ?configured,
+                "rotation is due for this secret: add a new version (credproxy picks it up at once)"
+            );
+        }
+        SecretEvent::Other { event_type } => {
+            tracing::debug!(event_type = ?event_type, "Secret Manager event ignored");
+        }
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, cx.request_id.clone());
+    Ok(response)
+}
+
+/// Largest Pub/Sub push body read.
+const EVENT_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Serves until `shutdown` completes, then stops accepting and drains in-flight requests for
 /// up to [`DRAIN_TIMEOUT`].

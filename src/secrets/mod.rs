@@ -1,28 +1,40 @@
-//! Credentials: where a route's secret comes from, and the prepared value injected into
-//! every forwarded request.
+//! Credentials: where a route's secret comes from, the cache in front of every source, and
+//! the prepared value injected into every forwarded request.
 //!
-//! A route's [`Credential`] holds the current [`Resolved`] value behind an `ArcSwap`, so the
-//! request path reads it with one atomic load and no lock, and a source that refreshes (Secret
-//! Manager, next) swaps in a new value without touching the request path. The injected value
-//! is prepared once per secret version (header value built, basic auth encoded, query pair
-//! percent-encoded), not once per request.
+//! - A [`SecretEntry`] per distinct secret reference holds the last good value ([`Fetched`])
+//!   behind an `ArcSwap`: the request path reads it with one atomic load, no lock, no I/O.
+//! - A background refresher per entry that can change (`versions/latest` in Secret Manager,
+//!   `file:`) re-reads it before `cache_ttl_seconds` run out (refresh ahead), retries failures
+//!   with backoff, and keeps serving the last good value up to `max_stale_seconds` past the
+//!   TTL. Events and upstream 401s wake it early.
+//! - A cold read (no value yet, e.g. `warm_on_start: false`) goes through a moka cache's
+//!   `try_get_with`, so N concurrent first requests cause one Secret Manager call.
+//! - A route's [`Credential`] prepares the injected form once per fetched value (header
+//!   value built, basic auth encoded, query pair encoded), not once per request.
 //!
-//! Secret values live in [`secrecy::SecretString`] or sensitive `HeaderValue`s; neither prints
-//! its content through `Debug`, and no error here carries a value.
+//! Secret values live in `secrecy` types or sensitive `HeaderValue`s; neither prints its
+//! content through `Debug`, and no error here carries a value.
 
 mod env;
+pub mod events;
 mod file;
+pub mod secret_manager;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use crate::config::{CredentialSpec, Injection};
+use crate::config::{Config, CredentialSpec, Injection, SecretsSettings};
+use secret_manager::{SecretManager, StoreFailure, Urgency};
 
 /// A reference to a secret, as written in the config.
 #[derive(Clone, PartialEq, Eq)]
@@ -133,6 +145,24 @@ pub enum SecretError {
         /// The reference without version.
         resource: String,
     },
+    /// Secret Manager did not give a value.
+    #[error("secret {resource} cannot be read from Secret Manager: {failure}")]
+    Store {
+        /// The reference without version.
+        resource: String,
+        /// Why.
+        failure: StoreFailure,
+    },
+    /// Every refresh failed for longer than `cache_ttl_seconds + max_stale_seconds`.
+    #[error(
+        "secret {resource} could not be refreshed for {age_seconds} s (more than cache_ttl_seconds + max_stale_seconds); its last value is no longer served"
+    )]
+    Stale {
+        /// The reference without version.
+        resource: String,
+        /// Age of the last good value.
+        age_seconds: u64,
+    },
     /// The value cannot go into an HTTP header (control characters such as a newline).
     #[error("secret {resource} has characters that cannot be sent in an HTTP header")]
     NotHeaderSafe {
@@ -173,6 +203,8 @@ impl fmt::Debug for Prepared {
 pub struct Resolved {
     /// Version id from the store (`None` for `env:`/`file:`).
     pub version: Option<String>,
+    /// The fetched value this was prepared from (`None` when prepared from raw bytes).
+    pub source: Option<Arc<Fetched>>,
     /// The injected form.
     pub injection: Prepared,
     /// The value and its encoded forms, for scrubbing responses (`None` when too short).
@@ -262,15 +294,511 @@ pub fn prepare(
     .map(Arc::new);
     Ok(Resolved {
         version,
+        source: None,
         injection,
         scrub,
     })
 }
 
-/// A route's credential: its current resolved value, swapped atomically on refresh.
+/// A raw secret value as read from its source, with when it was read.
+pub struct Fetched {
+    payload: SecretSlice<u8>,
+    /// Version id (Secret Manager) or `None`.
+    pub version: Option<String>,
+    /// When it was read.
+    pub fetched_at: Instant,
+}
+
+impl fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fetched(version {:?}, [redacted])", self.version)
+    }
+}
+
+impl Fetched {
+    fn new(payload: Vec<u8>, version: Option<String>) -> Self {
+        Fetched {
+            payload: SecretSlice::from(payload),
+            version,
+            fetched_at: Instant::now(),
+        }
+    }
+
+    /// Same version and same bytes.
+    fn same_value(&self, other: &Fetched) -> bool {
+        self.version == other.version
+            && self.payload.expose_secret() == other.payload.expose_secret()
+    }
+}
+
+/// Minimum time between two event-triggered re-reads of one secret.
+pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
+/// Minimum time between two store reads of one secret caused by upstream 401s.
+pub const UNAUTHORIZED_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the same store failure of one secret is logged.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(300);
+
+/// One distinct secret reference, shared by every route that uses it.
+pub struct SecretEntry {
+    reference: SecretRef,
+    key: String,
+    current: ArcSwapOption<Fetched>,
+    /// `projects/NUMBER/secrets/ID`, learned from the first access.
+    canonical: ArcSwapOption<String>,
+    wake: Notify,
+    /// Serialises 401-triggered store reads: a request waiting here sees the value the
+    /// previous one found.
+    unauthorized_gate: tokio::sync::Mutex<Option<Instant>>,
+    last_event: Mutex<Option<Instant>>,
+    last_failure_log: Mutex<Option<(String, Instant)>>,
+}
+
+impl fmt::Debug for SecretEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretEntry({})", self.key)
+    }
+}
+
+impl SecretEntry {
+    fn new(reference: SecretRef, key: String) -> Self {
+        SecretEntry {
+            reference,
+            key,
+            current: ArcSwapOption::empty(),
+            canonical: ArcSwapOption::empty(),
+            wake: Notify::new(),
+            unauthorized_gate: tokio::sync::Mutex::new(None),
+            last_event: Mutex::new(None),
+            last_failure_log: Mutex::new(None),
+        }
+    }
+
+    /// Whether the value can change, so it is refreshed (and may go stale).
+    fn refreshes(&self) -> bool {
+        match &self.reference {
+            SecretRef::Env(_) => false,
+            SecretRef::File(_) => true,
+            SecretRef::SecretManager { version, .. } => version == "latest",
+        }
+    }
+
+    /// Claims one slot of a per-interval budget; false when the last claim is too recent.
+    fn claim(slot: &Mutex<Option<Instant>>, interval: Duration) -> bool {
+        let Ok(mut last) = slot.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < interval) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+/// Every secret the configuration names, their sources and the cold-read cache.
+pub struct SecretStore {
+    settings: SecretsSettings,
+    secret_manager: Option<SecretManager>,
+    entries: HashMap<String, Arc<SecretEntry>>,
+    cold: moka::future::Cache<String, Arc<Fetched>>,
+}
+
+impl fmt::Debug for SecretStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretStore({} secrets)", self.entries.len())
+    }
+}
+
+/// Why the store could not be built at start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// An `env:`/`file:` secret is missing or unusable.
+    #[error("route `{route}`: {source}")]
+    Secret {
+        /// The route.
+        route: String,
+        /// What failed.
+        source: SecretError,
+    },
+    /// The Secret Manager client could not be built.
+    #[error("{0}")]
+    SecretManager(String),
+}
+
+/// What an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// These secrets are being re-read.
+    Refreshing(Vec<String>),
+    /// Matching secrets were re-read less than [`EVENT_INTERVAL`] ago.
+    RateLimited,
+    /// No configured secret matches.
+    Ignored,
+}
+
+impl SecretStore {
+    /// Builds the store and one [`Credential`] per route (in config order). `env:` and
+    /// `file:` values are read now: missing ones fail the start. Secret Manager values are
+    /// read by the refreshers ([`SecretStore::spawn_refreshers`]).
+    pub async fn build(
+        config: &Config,
+        env: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<(Arc<SecretStore>, Vec<Arc<Credential>>), BuildError> {
+        let needs_sm = config
+            .routes
+            .iter()
+            .any(|r| matches!(r.credential.secret, SecretRef::SecretManager { .. }));
+        let secret_manager = if needs_sm {
+            Some(
+                SecretManager::connect(
+                    config.secrets.secret_manager_endpoint.as_deref(),
+                    config.secrets.secret_manager_anonymous,
+                )
+                .await
+                .map_err(BuildError::SecretManager)?,
+            )
+        } else {
+            None
+        };
+        let mut entries: HashMap<String, Arc<SecretEntry>> = HashMap::new();
+        for route in &config.routes {
+            let reference = &route.credential.secret;
+            let key = reference_key(reference);
+            if entries.contains_key(&key) {
+                continue;
+            }
+            let entry = Arc::new(SecretEntry::new(reference.clone(), key.clone()));
+            let initial = match reference {
+                SecretRef::Env(name) => Some(
+                    env::read(name, env)
+                        .map(|v| Fetched::new(v.expose_secret().as_bytes().to_vec(), None)),
+                ),
+                SecretRef::File(path) => Some(
+                    file::read(path)
+                        .await
+                        .map(|v| Fetched::new(v.expose_secret().as_bytes().to_vec(), None)),
+                ),
+                SecretRef::SecretManager { .. } => None,
+            };
+            if let Some(initial) = initial {
+                let fetched = initial.map_err(|detail| BuildError::Secret {
+                    route: route.name.clone(),
+                    source: SecretError::Unavailable {
+                        resource: reference.resource(),
+                        detail,
+                    },
+                })?;
+                entry.current.store(Some(Arc::new(fetched)));
+            }
+            entries.insert(key, entry);
+        }
+        let store = Arc::new(SecretStore {
+            cold: moka::future::Cache::builder()
+                .max_capacity(entries.len() as u64 + 16)
+                .time_to_live(config.secrets.cache_ttl)
+                .build(),
+            settings: config.secrets.clone(),
+            secret_manager,
+            entries,
+        });
+        let mut credentials = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let entry = store
+                .entries
+                .get(&reference_key(&route.credential.secret))
+                .cloned()
+                .ok_or_else(|| BuildError::SecretManager("internal: entry missing".to_string()))?;
+            let credential = Arc::new(Credential {
+                spec: route.credential.clone(),
+                resource: route.credential.secret.resource(),
+                entry,
+                store: store.clone(),
+                prepared: ArcSwapOption::empty(),
+            });
+            // A value that cannot be injected (not UTF-8, no such field, a newline in a
+            // header) fails the start for env:/file:; Secret Manager values fail per request.
+            if credential.entry.current.load().is_some() {
+                credential
+                    .current()
+                    .await
+                    .map_err(|source| BuildError::Secret {
+                        route: route.name.clone(),
+                        source,
+                    })?;
+            }
+            credentials.push(credential);
+        }
+        Ok((store, credentials))
+    }
+
+    /// Starts one background refresher per secret that can change, and a one-time warmer for
+    /// pinned Secret Manager versions; they run until the runtime stops.
+    pub fn spawn_refreshers(self: &Arc<Self>) {
+        for entry in self.entries.values() {
+            if entry.refreshes() || entry.current.load().is_none() {
+                tokio::spawn(self.clone().refresh_loop(entry.clone()));
+            }
+        }
+    }
+
+    async fn refresh_loop(self: Arc<Self>, entry: Arc<SecretEntry>) {
+        let mut backoff = Duration::from_secs(1);
+        let mut healthy = true;
+        // Warm at once unless told not to (then the first request reads it, cold).
+        let mut first = entry.current.load().is_none() && self.settings.warm_on_start;
+        loop {
+            // Woken by an event, a 401 or a request that found the value stale: someone is
+            // waiting, so use the short retry budget.
+            let mut urgency = Urgency::Background;
+            if !first {
+                let wait = if healthy {
+                    // Refresh ahead: well before the TTL runs out.
+                    (self.settings.cache_ttl * 9 / 10).max(Duration::from_millis(500))
+                } else {
+                    backoff
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = entry.wake.notified() => urgency = Urgency::Request,
+                }
+            }
+            first = false;
+            match self.fetch(&entry, urgency).await {
+                Ok(fetched) => {
+                    self.install(&entry, fetched).await;
+                    backoff = Duration::from_secs(1);
+                    if !healthy {
+                        tracing::info!(secret = %entry.reference.resource(), "secret refresh recovered");
+                    }
+                    healthy = true;
+                    if !entry.refreshes() {
+                        // A pinned version never changes: read once, cached until evicted.
+                        return;
+                    }
+                }
+                Err(err) => {
+                    healthy = false;
+                    self.log_failure(&entry, &err);
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
+    /// Logs a failed read: a disabled newest version at ERROR every time it is seen, other
+    /// failures once per interval per kind (not per request).
+    fn log_failure(&self, entry: &SecretEntry, err: &SecretError) {
+        let kind = match err {
+            SecretError::Store { failure, .. } => format!("{failure:?}"),
+            other => other.to_string(),
+        };
+        let serving_stale = entry.current.load().is_some();
+        if let SecretError::Store {
+            failure: StoreFailure::Disabled,
+            ..
+        } = err
+        {
+            tracing::error!(secret = %entry.reference.resource(), serving_last_good = serving_stale, error = %err, "the newest secret version is disabled or destroyed");
+            return;
+        }
+        let due = match entry.last_failure_log.lock() {
+            Ok(mut last) => {
+                let now = Instant::now();
+                let due = !matches!(&*last, Some((k, t)) if *k == kind && now.duration_since(*t) < FAILURE_LOG_INTERVAL);
+                if due {
+                    *last = Some((kind, now));
+                }
+                due
+            }
+            Err(_) => true,
+        };
+        if due {
+            tracing::error!(secret = %entry.reference.resource(), serving_last_good = serving_stale, error = %err, "secret refresh failed");
+        }
+    }
+
+    /// Reads the secret from its source.
+    async fn fetch(&self, entry: &SecretEntry, urgency: Urgency) -> Result<Fetched, SecretError> {
+        let resource = entry.reference.resource();
+        match &entry.reference {
+            SecretRef::Env(_) => entry
+                .current
+                .load_full()
+                .map(|f| Fetched::new(f.payload.expose_secret().to_vec(), None))
+                .ok_or(SecretError::Unavailable {
+                    resource,
+                    detail: "environment variable was not set at start".to_string(),
+                }),
+            SecretRef::File(path) => file::read(path)
+                .await
+                .map(|v| Fetched::new(v.expose_secret().as_bytes().to_vec(), None))
+                .map_err(|detail| SecretError::Unavailable { resource, detail }),
+            SecretRef::SecretManager { .. } => {
+                let client = self
+                    .secret_manager
+                    .as_ref()
+                    .ok_or(SecretError::Unavailable {
+                        resource: resource.clone(),
+                        detail: "no Secret Manager client".to_string(),
+                    })?;
+                let accessed = client
+                    .access(&entry.key, urgency)
+                    .await
+                    .map_err(|failure| SecretError::Store { resource, failure })?;
+                if entry.canonical.load().is_none() {
+                    entry
+                        .canonical
+                        .store(Some(Arc::new(accessed.canonical.clone())));
+                }
+                Ok(Fetched {
+                    payload: accessed.payload,
+                    version: Some(accessed.version),
+                    fetched_at: Instant::now(),
+                })
+            }
+        }
+    }
+
+    async fn install(&self, entry: &SecretEntry, fetched: Fetched) -> Arc<Fetched> {
+        let fetched = Arc::new(fetched);
+        if let Some(old) = entry.current.load_full()
+            && old.version != fetched.version
+        {
+            tracing::info!(
+                secret = %entry.reference.resource(),
+                from_version = old.version.as_deref().unwrap_or(""),
+                to_version = fetched.version.as_deref().unwrap_or(""),
+                "secret rotated"
+            );
+        }
+        entry.current.store(Some(fetched.clone()));
+        self.cold.insert(entry.key.clone(), fetched.clone()).await;
+        fetched
+    }
+
+    /// A read with nothing cached yet: concurrent callers share one fetch.
+    async fn cold_read(&self, entry: &SecretEntry) -> Result<Arc<Fetched>, SecretError> {
+        let result = self
+            .cold
+            .try_get_with(entry.key.clone(), async {
+                self.fetch(entry, Urgency::Request).await.map(Arc::new)
+            })
+            .await;
+        match result {
+            Ok(fetched) => {
+                if entry.current.load().is_none() {
+                    entry.current.store(Some(fetched.clone()));
+                }
+                Ok(fetched)
+            }
+            Err(err) => {
+                self.log_failure(entry, &err);
+                Err((*err).clone())
+            }
+        }
+    }
+
+    /// Whether a fetched value may still be served.
+    fn usable(&self, entry: &SecretEntry, fetched: &Fetched) -> Result<(), SecretError> {
+        if !entry.refreshes() {
+            return Ok(());
+        }
+        let age = fetched.fetched_at.elapsed();
+        if age <= self.settings.cache_ttl + self.settings.max_stale {
+            Ok(())
+        } else {
+            Err(SecretError::Stale {
+                resource: entry.reference.resource(),
+                age_seconds: age.as_secs(),
+            })
+        }
+    }
+
+    /// Whether every secret has a value (readiness).
+    pub fn all_resolved(&self) -> bool {
+        self.entries.values().all(|e| e.current.load().is_some())
+    }
+
+    /// Secrets without a value yet, for the readiness answer.
+    pub fn unresolved(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .entries
+            .values()
+            .filter(|e| e.current.load().is_none())
+            .map(|e| e.reference.resource())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Handles a Secret Manager event about `secret_id` (`projects/NUMBER/secrets/ID`):
+    /// wakes the refresher of every matching secret, at most once per [`EVENT_INTERVAL`].
+    pub fn on_version_event(&self, secret_id: &str) -> EventOutcome {
+        let matching: Vec<&Arc<SecretEntry>> = self
+            .entries
+            .values()
+            .filter(|e| e.refreshes() && e.matches_event(secret_id))
+            .collect();
+        if matching.is_empty() {
+            return EventOutcome::Ignored;
+        }
+        let mut woken = Vec::new();
+        for entry in matching {
+            if SecretEntry::claim(&entry.last_event, EVENT_INTERVAL) {
+                entry.wake.notify_one();
+                woken.push(entry.reference.resource());
+            }
+        }
+        if woken.is_empty() {
+            EventOutcome::RateLimited
+        } else {
+            EventOutcome::Refreshing(woken)
+        }
+    }
+
+    /// The configured resources matching an event's secret (for rotation reminders).
+    pub fn matching_resources(&self, secret_id: &str) -> Vec<String> {
+        self.entries
+            .values()
+            .filter(|e| e.matches_event(secret_id))
+            .map(|e| e.reference.resource())
+            .collect()
+    }
+}
+
+impl SecretEntry {
+    /// Events name the project by number: match on the canonical name learned from the first
+    /// access, else on the configured name, else (not read yet) on the secret id alone.
+    fn matches_event(&self, secret_id: &str) -> bool {
+        let SecretRef::SecretManager { secret, .. } = &self.reference else {
+            return false;
+        };
+        if let Some(canonical) = self.canonical.load().as_deref() {
+            return canonical.as_str() == secret_id;
+        }
+        secret == secret_id
+            || secret
+                .rsplit('/')
+                .next()
+                .is_some_and(|id| secret_id.rsplit('/').next() == Some(id))
+    }
+}
+
+fn reference_key(reference: &SecretRef) -> String {
+    match reference {
+        SecretRef::SecretManager { secret, version } => format!("{secret}/versions/{version}"),
+        other => other.resource(),
+    }
+}
+
+/// A route's credential: the injected form of its secret's current value.
 pub struct Credential {
+    spec: CredentialSpec,
     resource: String,
-    current: ArcSwapOption<Resolved>,
+    entry: Arc<SecretEntry>,
+    store: Arc<SecretStore>,
+    prepared: ArcSwapOption<Resolved>,
 }
 
 impl fmt::Debug for Credential {
@@ -285,56 +813,83 @@ impl Credential {
         &self.resource
     }
 
-    /// The value to inject now.
-    pub fn current(&self) -> Result<Arc<Resolved>, SecretError> {
-        self.current
-            .load_full()
-            .ok_or_else(|| SecretError::Unavailable {
-                resource: self.resource.clone(),
-                detail: "not resolved yet".to_string(),
-            })
-    }
-
-    /// Whether a value has been resolved (readiness).
+    /// Whether the secret has a value (readiness).
     pub fn is_resolved(&self) -> bool {
-        self.current.load().is_some()
+        self.entry.current.load().is_some()
     }
-}
 
-/// Resolves a route's credential once at start. `env:` and `file:` values that are missing
-/// make `serve` fail before it listens (SPEC, "Precise semantics").
-pub async fn resolve_at_start(
-    spec: &CredentialSpec,
-    env_lookup: &(dyn Fn(&str) -> Option<String> + Sync),
-) -> Result<Arc<Credential>, SecretError> {
-    let resource = spec.secret.resource();
-    let payload = match &spec.secret {
-        SecretRef::Env(name) => {
-            env::read(name, env_lookup).map_err(|detail| SecretError::Unavailable {
-                resource: resource.clone(),
-                detail,
-            })?
+    /// Whether a newer value can appear (worth a retry after an upstream 401).
+    pub fn can_rotate(&self) -> bool {
+        self.entry.refreshes()
+    }
+
+    /// The value to inject now. Once warm this is two atomic loads; only a cold secret waits
+    /// for the store (one shared fetch for all concurrent callers).
+    pub async fn current(&self) -> Result<Arc<Resolved>, SecretError> {
+        let fetched = match self.entry.current.load_full() {
+            Some(fetched) => fetched,
+            None => self.store.cold_read(&self.entry).await?,
+        };
+        if let Err(err) = self.store.usable(&self.entry, &fetched) {
+            self.entry.wake.notify_one();
+            return Err(err);
         }
-        SecretRef::File(path) => {
-            file::read(path)
-                .await
-                .map_err(|detail| SecretError::Unavailable {
-                    resource: resource.clone(),
-                    detail,
-                })?
+        self.prepared_for(fetched)
+    }
+
+    fn prepared_for(&self, fetched: Arc<Fetched>) -> Result<Arc<Resolved>, SecretError> {
+        if let Some(p) = self.prepared.load_full()
+            && p.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &fetched))
+        {
+            return Ok(p);
         }
-        SecretRef::SecretManager { .. } => {
-            return Err(SecretError::Unavailable {
-                resource,
-                detail: "Secret Manager is not available in this version".to_string(),
-            });
+        let mut resolved = prepare(
+            &self.spec,
+            fetched.payload.expose_secret(),
+            fetched.version.clone(),
+        )?;
+        resolved.source = Some(fetched);
+        let resolved = Arc::new(resolved);
+        self.prepared.store(Some(resolved.clone()));
+        Ok(resolved)
+    }
+
+    /// After the upstream answered 401 to `used`: a different value, if the store now has one.
+    /// Reads the store at most once per secret per [`UNAUTHORIZED_CHECK_INTERVAL`].
+    pub async fn newer_than(&self, used: &Resolved) -> Option<Arc<Resolved>> {
+        if !self.can_rotate() {
+            return None;
         }
-    };
-    let resolved = prepare(spec, payload.expose_secret().as_bytes(), None)?;
-    Ok(Arc::new(Credential {
-        resource,
-        current: ArcSwapOption::from_pointee(resolved),
-    }))
+        let used_source = used.source.as_ref()?;
+        let differs = |f: &Fetched| !f.same_value(used_source);
+        if let Some(current) = self.entry.current.load_full()
+            && differs(&current)
+        {
+            return self.prepared_for(current).ok();
+        }
+        let mut last = self.entry.unauthorized_gate.lock().await;
+        // Another request may have found a newer value while this one waited.
+        if let Some(current) = self.entry.current.load_full()
+            && differs(&current)
+        {
+            return self.prepared_for(current).ok();
+        }
+        if last.is_some_and(|t| t.elapsed() < UNAUTHORIZED_CHECK_INTERVAL) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        match self.store.fetch(&self.entry, Urgency::Request).await {
+            Ok(fetched) if differs(&fetched) => {
+                let fetched = self.store.install(&self.entry, fetched).await;
+                self.prepared_for(fetched).ok()
+            }
+            Ok(_) => None,
+            Err(err) => {
+                self.store.log_failure(&self.entry, &err);
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,3 +12,5 @@ mod lifecycle;
 mod paths;
 mod policy;
 mod redaction;
+mod rotation;
+mod secrets;

@@ -10,6 +10,9 @@
 
 #![allow(dead_code)]
 
+pub mod secret_manager;
+pub use secret_manager::{FakeSecretManager, Mode, PROJECT_NUMBER};
+
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -175,6 +178,8 @@ pub struct Recorded {
 struct UpstreamState {
     requests: Arc<Mutex<Vec<Recorded>>>,
     started: Arc<AtomicUsize>,
+    /// When set, only these `Authorization` values are accepted; others get 401.
+    accept_only: Arc<Mutex<Option<Vec<String>>>>,
 }
 
 pub struct FakeUpstream {
@@ -213,6 +218,12 @@ impl FakeUpstream {
         self.state.started.load(Ordering::SeqCst)
     }
 
+    /// Accept only these `Authorization` values from now on (`None`: accept anything).
+    pub fn accept_only(&self, values: Option<&[&str]>) {
+        *self.state.accept_only.lock().expect("lock") =
+            values.map(|v| v.iter().map(|s| s.to_string()).collect());
+    }
+
     pub fn last(&self) -> Recorded {
         self.requests()
             .pop()
@@ -236,6 +247,16 @@ async fn upstream_handler(State(state): State<UpstreamState>, request: Request) 
         body: body.clone(),
         completed,
     });
+    if let Some(accepted) = state.accept_only.lock().expect("lock").as_ref() {
+        let auth = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !accepted.iter().any(|a| a == auth) {
+            return (http::StatusCode::UNAUTHORIZED, "invalid api key").into_response();
+        }
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         [.., "slow", n] => {
