@@ -143,6 +143,10 @@ pub struct RequestContext {
     pub scrubbed: Arc<AtomicU64>,
     /// Whether the request was replayed after an upstream 401 with a newer credential.
     pub retried: bool,
+    /// Whether a decoy route or caller was touched.
+    pub decoy: bool,
+    /// Time from sending upstream to the upstream's response headers.
+    pub upstream_elapsed: Option<std::time::Duration>,
 }
 
 /// Trace ids from `traceparent` or `X-Cloud-Trace-Context`.
@@ -229,7 +233,14 @@ impl RequestContext {
             upstream_status: None,
             scrubbed: Arc::new(AtomicU64::new(0)),
             retried: false,
+            decoy: false,
+            upstream_elapsed: None,
         }
+    }
+
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// Records the query actually forwarded (without the injected parameter).
@@ -398,6 +409,7 @@ impl AuditSink {
         line.push(b'\n');
         if self.tx.try_send(Msg::Line(line)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().audit_dropped.inc();
             if !self.warned.swap(true, Ordering::Relaxed) {
                 tracing::error!(
                     "audit queue full: audit entries are being dropped (counted in credproxy_audit_dropped_total)"
@@ -425,12 +437,18 @@ pub struct Completion {
     cx: RequestContext,
     status: StatusCode,
     sink: AuditSink,
+    scrub_counter: Option<prometheus_client::metrics::counter::Counter>,
     _hold: Box<dyn Send + Sync>,
 }
 
 impl Completion {
     fn finish(self, bytes: u64) {
         let entry = self.cx.entry(self.status, bytes, &self.sink.config);
+        if entry.scrubbed > 0
+            && let Some(counter) = &self.scrub_counter
+        {
+            counter.inc_by(entry.scrubbed);
+        }
         self.sink.write(&entry);
     }
 }
@@ -450,6 +468,7 @@ impl Observed {
         cx: RequestContext,
         sink: &AuditSink,
         hold: Box<dyn Send + Sync>,
+        scrub_counter: Option<prometheus_client::metrics::counter::Counter>,
     ) -> axum::response::Response {
         let status = response.status();
         let (parts, body) = response.into_parts();
@@ -460,6 +479,7 @@ impl Observed {
                 cx,
                 status,
                 sink: sink.clone(),
+                scrub_counter,
                 _hold: hold,
             }),
         };

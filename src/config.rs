@@ -137,6 +137,7 @@ struct RawServer {
 struct RawMetrics {
     #[serde(default)]
     enabled: bool,
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +272,10 @@ pub struct Config {
     pub secrets: SecretsSettings,
     /// Secret Manager event notifications (Pub/Sub push), when configured.
     pub events: Option<EventsSettings>,
+    /// The metrics endpoint.
+    pub metrics: MetricsSettings,
+    /// Honeytoken routes and callers.
+    pub decoys: Decoys,
     /// Routes, sorted by name.
     pub routes: Vec<RouteSpec>,
 }
@@ -314,6 +319,37 @@ pub struct SecretsSettings {
     pub secret_manager_endpoint: Option<String>,
     /// `credentials: anonymous` (emulators, tests) instead of Application Default Credentials.
     pub secret_manager_anonymous: bool,
+}
+
+/// `metrics:` settings.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// Serve `/_credproxy/metrics`.
+    pub enabled: bool,
+    /// Serve it on this address instead of the main port.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `decoys:`: names no pipeline should ever use. Touching one is refused as usual and
+/// audited at ALERT with reason `decoy`.
+#[derive(Debug, Clone, Default)]
+pub struct Decoys {
+    /// Route names.
+    pub routes: Vec<String>,
+    /// Caller patterns.
+    pub callers: Vec<CallerPattern>,
+}
+
+impl Decoys {
+    /// Whether `route` is a decoy route.
+    pub fn route(&self, route: &str) -> bool {
+        self.routes.iter().any(|r| r == route)
+    }
+
+    /// Whether `email` is a decoy caller.
+    pub fn caller(&self, email: &str) -> bool {
+        self.callers.iter().any(|c| c.matches(email))
+    }
 }
 
 /// `events:` settings.
@@ -691,15 +727,8 @@ impl Validator<'_> {
         };
 
         let server = self.server(&raw.server);
-        if raw.metrics.enabled {
-            self.unsupported("metrics.enabled", "the metrics endpoint");
-        }
-        if !raw.decoys.routes.is_empty() {
-            self.unsupported("decoys.routes", "decoy routes");
-        }
-        if !raw.decoys.callers.is_empty() {
-            self.unsupported("decoys.callers", "decoy callers");
-        }
+        let metrics = self.metrics(&raw.metrics);
+        let decoys = self.decoys(&raw.decoys, &raw.routes);
         let events = raw.events.map(|e| self.events(e));
         let identity = match raw.identity {
             Some(identity) => self.identity(identity, env),
@@ -734,8 +763,53 @@ impl Validator<'_> {
             identity: identity?,
             secrets,
             events: events.flatten(),
+            metrics,
+            decoys,
             routes,
         })
+    }
+
+    fn metrics(&mut self, raw: &RawMetrics) -> MetricsSettings {
+        let listen = raw
+            .listen
+            .as_deref()
+            .and_then(|text| match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.error(
+                        "metrics.listen",
+                        format!("`{text}` is not an address:port such as 0.0.0.0:9090"),
+                    );
+                    None
+                }
+            });
+        MetricsSettings {
+            enabled: raw.enabled,
+            listen,
+        }
+    }
+
+    fn decoys(&mut self, raw: &RawDecoys, routes: &BTreeMap<String, RawRoute>) -> Decoys {
+        let mut callers = Vec::new();
+        for (i, c) in raw.callers.iter().enumerate() {
+            match CallerPattern::parse(c) {
+                Ok(c) => callers.push(c),
+                Err(e) => self.error(&format!("decoys.callers[{i}]"), e),
+            }
+        }
+        for (i, r) in raw.routes.iter().enumerate() {
+            if routes.contains_key(r) {
+                self.push(
+                    Severity::Warning,
+                    &format!("decoys.routes[{i}]"),
+                    format!("`{r}` is also a configured route: every request to it will be refused and raise an alert"),
+                );
+            }
+        }
+        Decoys {
+            routes: raw.routes.clone(),
+            callers,
+        }
     }
 
     fn events(&mut self, raw: RawEvents) -> Option<EventsSettings> {

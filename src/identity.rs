@@ -218,6 +218,18 @@ impl Verifier {
 
     /// Fetches the JWKS once; returns how long it may be cached.
     pub async fn refresh(&self) -> Result<Duration, String> {
+        let result = self.fetch_keys().await;
+        let label = crate::metrics::ResultLabel {
+            result: if result.is_ok() { "ok" } else { "error" },
+        };
+        crate::metrics::metrics()
+            .jwks_refreshes
+            .get_or_create(&label)
+            .inc();
+        result
+    }
+
+    async fn fetch_keys(&self) -> Result<Duration, String> {
         let response = self
             .http
             .get(self.jwks_url.clone())

@@ -37,6 +37,7 @@ pub mod dev;
 pub mod error;
 pub mod explain;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod scrub;
@@ -98,6 +99,15 @@ pub async fn run(
         project_id = project_id.as_deref().unwrap_or(""),
         "credproxy listening"
     );
+    if let (true, Some(addr)) = (app.config.metrics.enabled, app.config.metrics.listen) {
+        let metrics_listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(address = %metrics_listener.local_addr()?, "metrics listening");
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(metrics_listener, server::metrics_router()).await {
+                tracing::error!(error = %err, "metrics listener stopped");
+            }
+        });
+    }
     let refresher = tokio::spawn(verifier.run_refresher());
     store.spawn_refreshers();
     let result = server::serve(listener, app, shutdown).await;

@@ -23,6 +23,7 @@ use crate::audit::{AuditSink, Observed, RequestContext};
 use crate::config::{Config, RouteSpec};
 use crate::error::ProxyError;
 use crate::identity::Verifier;
+use crate::metrics::RouteMetrics;
 use crate::policy::{self, Decision, DenyReason};
 use crate::proxy;
 use crate::secrets::events::SecretEvent;
@@ -42,6 +43,8 @@ pub struct RouteRuntime {
     pub spec: RouteSpec,
     /// Its credential.
     pub credential: Arc<Credential>,
+    /// Its metric handles.
+    pub metrics: RouteMetrics,
 }
 
 /// Everything the handler needs, shared by all requests.
@@ -59,6 +62,8 @@ pub struct App {
     /// Where audit entries go.
     pub audit: AuditSink,
     in_flight: Arc<AtomicUsize>,
+    /// Metric handles of requests that resolved no route.
+    unrouted: RouteMetrics,
 }
 
 impl App {
@@ -76,7 +81,17 @@ impl App {
             .iter()
             .cloned()
             .zip(credentials)
-            .map(|(spec, credential)| (spec.name.clone(), RouteRuntime { spec, credential }))
+            .map(|(spec, credential)| {
+                let metrics = RouteMetrics::new(&spec.name);
+                (
+                    spec.name.clone(),
+                    RouteRuntime {
+                        spec,
+                        credential,
+                        metrics,
+                    },
+                )
+            })
             .collect();
         Ok(App {
             client: upstream_client()?,
@@ -86,6 +101,7 @@ impl App {
             config,
             audit,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            unrouted: RouteMetrics::new(""),
         })
     }
 
@@ -114,6 +130,7 @@ pub fn router(app: Arc<App>) -> axum::Router {
     axum::Router::new()
         .route("/_credproxy/health", axum::routing::any(health))
         .route("/_credproxy/ready", axum::routing::any(ready))
+        .route("/_credproxy/metrics", axum::routing::any(metrics_endpoint))
         .fallback(handle)
         .with_state(app)
 }
@@ -165,6 +182,33 @@ async fn ready(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Respons
     )
 }
 
+async fn metrics_endpoint(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Response {
+    if !app.config.metrics.enabled || app.config.metrics.listen.is_some() {
+        return ProxyError::NotFound.into_response_with(&request_id(&headers));
+    }
+    metrics_text()
+}
+
+/// The Prometheus text exposition response.
+pub fn metrics_text() -> Response {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::metrics().encode(),
+    )
+        .into_response()
+}
+
+/// A router serving only `/_credproxy/metrics` (for `metrics.listen`).
+pub fn metrics_router() -> axum::Router {
+    axum::Router::new().route(
+        "/_credproxy/metrics",
+        axum::routing::get(|| async { metrics_text() }),
+    )
+}
+
 /// A caller-supplied request id is kept when it is a sane token, else one is generated.
 pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(X_REQUEST_ID) {
@@ -186,6 +230,7 @@ struct InFlight(Arc<AtomicUsize>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::metrics().in_flight.dec();
     }
 }
 
@@ -205,6 +250,7 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     );
     let count = app.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     let slot = InFlight(app.in_flight.clone());
+    crate::metrics::metrics().in_flight.inc();
     let result = if count > app.config.server.max_in_flight {
         Err(ProxyError::Overloaded)
     } else {
@@ -215,11 +261,27 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         Err(err) => {
             // Causes are logged where they happen, once per interval (the store) or per
             // upstream failure; the audit entry records every refusal.
-            cx.reason = Some(err.reason());
+            cx.reason = Some(if cx.decoy { "decoy" } else { err.reason() });
             err.into_response_with(&cx.request_id)
         }
     };
-    Observed::wrap(response, cx, &app.audit, Box::new(slot))
+    let route_metrics = cx
+        .route
+        .as_deref()
+        .and_then(|r| app.routes.get(r))
+        .map_or(&app.unrouted, |r| &r.metrics);
+    route_metrics.count(cx.allowed, response.status().as_u16());
+    let total = cx.elapsed();
+    if let Some(upstream) = cx.upstream_elapsed {
+        route_metrics.upstream.observe(upstream.as_secs_f64());
+        route_metrics
+            .overhead
+            .observe(total.saturating_sub(upstream).as_secs_f64());
+    } else {
+        route_metrics.overhead.observe(total.as_secs_f64());
+    }
+    let scrubbed = route_metrics.scrubbed.clone();
+    Observed::wrap(response, cx, &app.audit, Box::new(slot), Some(scrubbed))
 }
 
 async fn pipeline(
@@ -234,10 +296,17 @@ async fn pipeline(
     if parts.uri.path().starts_with("/_credproxy/") || parts.uri.path() == "/_credproxy" {
         return Err(ProxyError::NotFound);
     }
+    let decoys = &app.config.decoys;
+    if !decoys.routes.is_empty() {
+        // Even an unauthenticated probe of a decoy route raises the alert.
+        let first = parts.uri.path().trim_start_matches('/').split('/').next();
+        cx.decoy = first.is_some_and(|r| decoys.route(r));
+    }
 
     // authenticate: 401 before anything about routes is disclosed.
     let caller = app.verifier.verify(&parts.headers).await?;
     cx.caller = Some(caller.email.clone());
+    cx.decoy |= decoys.caller(&caller.email);
 
     // route: origin-form only (HTTP/2 always carries an authority, HTTP/1 absolute-form does
     // not belong here), then normalise.
@@ -256,7 +325,17 @@ async fn pipeline(
     cx.route = Some(route.spec.name.clone());
     cx.secret = Some(route.credential.resource().to_string());
 
-    // authorize: default deny.
+    // authorize: default deny. A decoy is refused exactly like a request no rule allows.
+    let no_rule = || ProxyError::Forbidden {
+        message: format!(
+            "no rule of route `{}` allows caller {} to {} {}",
+            route.spec.name, caller.email, parts.method, target.path
+        ),
+        reason: "forbidden",
+    };
+    if cx.decoy {
+        return Err(no_rule());
+    }
     match policy::authorize(
         &route.spec.allow,
         &caller.email,
@@ -265,15 +344,7 @@ async fn pipeline(
         chrono::Utc::now(),
     ) {
         Decision::Allow { .. } => cx.allowed = true,
-        Decision::Deny(DenyReason::NoRule) => {
-            return Err(ProxyError::Forbidden {
-                message: format!(
-                    "no rule of route `{}` allows caller {} to {} {}",
-                    route.spec.name, caller.email, parts.method, target.path
-                ),
-                reason: "forbidden",
-            });
-        }
+        Decision::Deny(DenyReason::NoRule) => return Err(no_rule()),
         Decision::Deny(DenyReason::GrantExpired { rule }) => {
             return Err(ProxyError::Forbidden {
                 message: format!(
@@ -320,6 +391,7 @@ async fn pipeline(
             body,
         })
     };
+    let sent = tokio::time::Instant::now();
     let mut response = proxy::forward(
         &app.client,
         &route.spec,
@@ -354,6 +426,7 @@ async fn pipeline(
         .await?;
     }
     cx.upstream_status = Some(response.status().as_u16());
+    cx.upstream_elapsed = Some(sent.elapsed());
     Ok(response)
 }
 

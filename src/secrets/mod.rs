@@ -29,6 +29,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
+use prometheus_client::metrics::counter::Counter;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -351,6 +352,15 @@ pub struct SecretEntry {
     unauthorized_gate: tokio::sync::Mutex<Option<Instant>>,
     last_event: Mutex<Option<Instant>>,
     last_failure_log: Mutex<Option<(String, Instant)>>,
+    counters: SecretCounters,
+}
+
+/// Metric handles of one secret.
+struct SecretCounters {
+    hits: Counter,
+    misses: Counter,
+    failures: Counter,
+    stale: Counter,
 }
 
 impl fmt::Debug for SecretEntry {
@@ -361,7 +371,18 @@ impl fmt::Debug for SecretEntry {
 
 impl SecretEntry {
     fn new(reference: SecretRef, key: String) -> Self {
+        let m = crate::metrics::metrics();
+        let label = crate::metrics::SecretLabel {
+            secret: reference.resource(),
+        };
+        let counters = SecretCounters {
+            hits: m.secret_hits.get_or_create_owned(&label),
+            misses: m.secret_misses.get_or_create_owned(&label),
+            failures: m.secret_refresh_failures.get_or_create_owned(&label),
+            stale: m.secret_stale_serves.get_or_create_owned(&label),
+        };
         SecretEntry {
+            counters,
             reference,
             key,
             current: ArcSwapOption::empty(),
@@ -579,6 +600,7 @@ impl SecretStore {
                 }
                 Err(err) => {
                     healthy = false;
+                    entry.counters.failures.inc();
                     self.log_failure(&entry, &err);
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
@@ -827,12 +849,21 @@ impl Credential {
     /// for the store (one shared fetch for all concurrent callers).
     pub async fn current(&self) -> Result<Arc<Resolved>, SecretError> {
         let fetched = match self.entry.current.load_full() {
-            Some(fetched) => fetched,
-            None => self.store.cold_read(&self.entry).await?,
+            Some(fetched) => {
+                self.entry.counters.hits.inc();
+                fetched
+            }
+            None => {
+                self.entry.counters.misses.inc();
+                self.store.cold_read(&self.entry).await?
+            }
         };
         if let Err(err) = self.store.usable(&self.entry, &fetched) {
             self.entry.wake.notify_one();
             return Err(err);
+        }
+        if self.entry.refreshes() && fetched.fetched_at.elapsed() > self.store.settings.cache_ttl {
+            self.entry.counters.stale.inc();
         }
         self.prepared_for(fetched)
     }
