@@ -432,6 +432,10 @@ pub enum Injection {
         /// User name.
         username: String,
     },
+    /// An HMAC signature over parts of each request, keyed by the secret.
+    Hmac(crate::signing::HmacSpec),
+    /// AWS Signature Version 4 with `{"access_key_id", "secret_access_key"}` from the secret.
+    AwsSigV4(crate::signing::AwsSigV4Spec),
 }
 
 impl Injection {
@@ -441,6 +445,18 @@ impl Injection {
             Injection::Header { .. } => "header",
             Injection::Query { .. } => "query",
             Injection::Basic { .. } => "basic",
+            Injection::Hmac(_) => "hmac",
+            Injection::AwsSigV4(_) => "aws_sigv4",
+        }
+    }
+
+    /// Whether signing needs the whole request body (it is then buffered up to
+    /// `max_body_bytes`).
+    pub fn needs_body(&self) -> bool {
+        match self {
+            Injection::Hmac(spec) => spec.signs_body(),
+            Injection::AwsSigV4(_) => true,
+            _ => false,
         }
     }
 }
@@ -1259,15 +1275,27 @@ impl Validator<'_> {
             Injection::Basic {
                 username: b.username,
             }
+        } else if let Some(raw) = &i.hmac {
+            match crate::signing::HmacSpec::from_raw(raw) {
+                Ok(spec) => Injection::Hmac(spec),
+                Err(e) => {
+                    self.error(&format!("{ip}.hmac"), e);
+                    return None;
+                }
+            }
+        } else if let Some(raw) = &i.aws_sigv4 {
+            match crate::signing::AwsSigV4Spec::from_raw(raw) {
+                Ok(spec) => Injection::AwsSigV4(spec),
+                Err(e) => {
+                    self.error(&format!("{ip}.aws_sigv4"), e);
+                    return None;
+                }
+            }
         } else {
-            let kind = if i.oauth2_client_credentials.is_some() {
-                "oauth2_client_credentials"
-            } else if i.hmac.is_some() {
-                "hmac"
-            } else {
-                "aws_sigv4"
-            };
-            self.unsupported(&format!("{ip}.{kind}"), &format!("`{kind}` injection"));
+            self.unsupported(
+                &format!("{ip}.oauth2_client_credentials"),
+                "`oauth2_client_credentials` injection",
+            );
             return None;
         };
         Some(CredentialSpec {

@@ -143,7 +143,7 @@ pub fn caller_query<'a>(query: Option<&'a str>, resolved: &Resolved) -> Option<C
     let query = query.filter(|q| !q.is_empty())?;
     let injected = match &resolved.injection {
         Prepared::Query { name, .. } => Some(name.as_str()),
-        Prepared::Header { .. } => None,
+        _ => None,
     };
     let dropped = |pair: &str| {
         injected.is_some_and(|name| pair_is_named(pair, name))
@@ -183,7 +183,7 @@ pub fn upstream_url(
     url.push_str(upstream_path);
     let injected = match &resolved.injection {
         Prepared::Query { pair, .. } => Some(pair.expose_secret()),
-        Prepared::Header { .. } => None,
+        _ => None,
     };
     match (query, injected) {
         (Some(q), Some(pair)) => {
@@ -266,6 +266,80 @@ pub enum OutBody {
     /// Held in memory (small bodies of routes whose credential can rotate), so the request
     /// can be replayed once after an upstream 401.
     Full(Bytes),
+}
+
+/// Reads the whole body (for signing), refusing more than `max_body_bytes` with 413.
+pub async fn buffered(body: Body, max_body_bytes: u64) -> Result<OutBody, ProxyError> {
+    use http_body_util::BodyExt as _;
+    if http_body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|len| len > max_body_bytes)
+    {
+        return Err(ProxyError::BodyTooLarge {
+            limit: max_body_bytes,
+        });
+    }
+    let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(OutBody::Full(collected.to_bytes())),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge {
+            limit: max_body_bytes,
+        }),
+        Err(_) => Err(ProxyError::BadRequest(
+            "the request body could not be read".to_string(),
+        )),
+    }
+}
+
+/// Adds the request signature of `hmac` and `aws_sigv4` routes, over the request exactly
+/// as it goes upstream (final URL, headers and body). Same-named caller headers are
+/// replaced.
+pub fn sign(route: &RouteSpec, resolved: &Resolved, out: &mut Outgoing) -> Result<(), ProxyError> {
+    let body: &[u8] = match &out.body {
+        OutBody::Full(bytes) => bytes,
+        OutBody::Stream(_) => &[],
+    };
+    let failed = |detail: String| {
+        ProxyError::CredentialUnavailable(crate::secrets::SecretError::Unavailable {
+            resource: route.credential.secret.resource(),
+            detail: format!("cannot sign the request: {detail}"),
+        })
+    };
+    let now = std::time::SystemTime::now();
+    match (&route.credential.inject, &resolved.injection) {
+        (crate::config::Injection::Hmac(spec), Prepared::Hmac { key }) => {
+            let parts = crate::signing::RequestParts {
+                method: out.method.as_str(),
+                path: out.url.path(),
+                query: out.url.query(),
+                timestamp: crate::signing::unix_seconds(now),
+                body,
+            };
+            let headers = spec.sign(key.expose_secret(), &parts).map_err(failed)?;
+            for (name, value) in headers {
+                out.headers.insert(name, value);
+            }
+        }
+        (crate::config::Injection::AwsSigV4(spec), Prepared::AwsSigV4 { credentials }) => {
+            if !body.is_empty() {
+                out.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            }
+            let request = crate::signing::SigV4Request {
+                method: out.method.as_str(),
+                url: &out.url,
+                headers: &out.headers,
+                payload: crate::signing::SigV4Payload::Bytes(body),
+            };
+            let headers =
+                crate::signing::sigv4_sign(spec, credentials, &request, now).map_err(failed)?;
+            for (name, value) in headers {
+                out.headers.insert(name, value);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Largest body held for a replay after an upstream 401.

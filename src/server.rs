@@ -362,8 +362,9 @@ async fn pipeline(
 
     // rewrite + forward; a small body is held so that a 401 caused by a rotated credential
     // can be retried once with the new value.
-    let rotatable = route.credential.can_rotate();
-    let body = if rotatable {
+    let body = if route.spec.credential.inject.needs_body() {
+        proxy::buffered(body, route.spec.max_body_bytes).await?
+    } else if route.credential.can_rotate() {
         proxy::replayable(body, route.spec.max_body_bytes).await?
     } else {
         proxy::OutBody::Stream(body)
@@ -378,7 +379,7 @@ async fn pipeline(
     let outgoing = |resolved: &Resolved,
                     body: proxy::OutBody|
      -> Result<proxy::Outgoing, ProxyError> {
-        Ok(proxy::Outgoing {
+        let mut out = proxy::Outgoing {
             method: parts.method.clone(),
             url: proxy::upstream_url(
                 &route.spec,
@@ -389,7 +390,9 @@ async fn pipeline(
             headers: proxy::upstream_headers(&parts.headers, &route.spec, resolved, &cx.request_id),
             caller_sent_length,
             body,
-        })
+        };
+        proxy::sign(&route.spec, resolved, &mut out)?;
+        Ok(out)
     };
     let sent = tokio::time::Instant::now();
     let mut response = proxy::forward(

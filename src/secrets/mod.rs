@@ -188,6 +188,16 @@ pub enum Prepared {
         /// `name=value`, percent-encoded.
         pair: SecretString,
     },
+    /// Sign each request with this HMAC key (the route's `HmacSpec` says how).
+    Hmac {
+        /// The key.
+        key: SecretSlice<u8>,
+    },
+    /// Sign each request with AWS SigV4.
+    AwsSigV4 {
+        /// Access key id and secret.
+        credentials: crate::signing::AwsCredentials,
+    },
 }
 
 impl fmt::Debug for Prepared {
@@ -195,6 +205,8 @@ impl fmt::Debug for Prepared {
         match self {
             Prepared::Header { name, .. } => write!(f, "Header({name}: [redacted])"),
             Prepared::Query { name, .. } => write!(f, "Query({name}=[redacted])"),
+            Prepared::Hmac { .. } => f.write_str("Hmac([redacted])"),
+            Prepared::AwsSigV4 { .. } => f.write_str("AwsSigV4([redacted])"),
         }
     }
 }
@@ -264,33 +276,48 @@ pub fn prepare(
     let b64_url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.as_bytes());
     let pct = percent_encoding::utf8_percent_encode(value, QUERY).to_string();
     let mut basic_token = String::new();
-    let injection = match &spec.inject {
-        Injection::Header { name, format } => {
-            header(name.clone(), format.replace("{secret}", value))?
-        }
-        Injection::Basic { username } => {
-            basic_token = base64::engine::general_purpose::STANDARD
-                .encode(format!("{username}:{value}").as_bytes());
-            header(http::header::AUTHORIZATION, format!("Basic {basic_token}"))?
-        }
-        Injection::Query { name } => {
-            let pair = format!(
-                "{}={}",
-                percent_encoding::utf8_percent_encode(name, QUERY),
-                percent_encoding::utf8_percent_encode(value, QUERY)
-            );
-            Prepared::Query {
-                name: name.clone(),
-                pair: SecretString::from(pair),
+    let mut extra_needle = String::new();
+    let injection =
+        match &spec.inject {
+            Injection::Hmac(_) => Prepared::Hmac {
+                key: SecretSlice::from(value.as_bytes().to_vec()),
+            },
+            Injection::AwsSigV4(_) => {
+                let credentials = crate::signing::AwsCredentials::from_json(value.as_bytes())
+                    .map_err(|detail| SecretError::Unavailable {
+                        resource: resource(),
+                        detail,
+                    })?;
+                extra_needle = credentials.secret_access_key.expose_secret().to_string();
+                Prepared::AwsSigV4 { credentials }
             }
-        }
-    };
+            Injection::Header { name, format } => {
+                header(name.clone(), format.replace("{secret}", value))?
+            }
+            Injection::Basic { username } => {
+                basic_token = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{value}").as_bytes());
+                header(http::header::AUTHORIZATION, format!("Basic {basic_token}"))?
+            }
+            Injection::Query { name } => {
+                let pair = format!(
+                    "{}={}",
+                    percent_encoding::utf8_percent_encode(name, QUERY),
+                    percent_encoding::utf8_percent_encode(value, QUERY)
+                );
+                Prepared::Query {
+                    name: name.clone(),
+                    pair: SecretString::from(pair),
+                }
+            }
+        };
     let scrub = crate::scrub::Needles::new(&[
         value.as_bytes(),
         b64.as_bytes(),
         b64_url.as_bytes(),
         pct.as_bytes(),
         basic_token.as_bytes(),
+        extra_needle.as_bytes(),
     ])
     .map(Arc::new);
     Ok(Resolved {

@@ -15,3 +15,4 @@ mod policy;
 mod redaction;
 mod rotation;
 mod secrets;
+mod signing;
