@@ -145,6 +145,8 @@ pub struct RequestContext {
     pub retried: bool,
     /// Whether a decoy route or caller was touched.
     pub decoy: bool,
+    /// The client's address (after `trusted_proxy_hops`).
+    pub client_ip: Option<std::net::IpAddr>,
     /// Time from sending upstream to the upstream's response headers.
     pub upstream_elapsed: Option<std::time::Duration>,
 }
@@ -234,6 +236,7 @@ impl RequestContext {
             scrubbed: Arc::new(AtomicU64::new(0)),
             retried: false,
             decoy: false,
+            client_ip: None,
             upstream_elapsed: None,
         }
     }

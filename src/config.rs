@@ -386,6 +386,8 @@ pub struct RouteSpec {
     pub max_body_bytes: u64,
     /// Replace the injected value in upstream responses.
     pub scrub_responses: bool,
+    /// Client addresses allowed (none: any).
+    pub source_ranges: Option<Vec<ipnet::IpNet>>,
 }
 
 /// An upstream base URL: scheme, authority and an optional base path (no trailing slash).
@@ -871,11 +873,12 @@ impl Validator<'_> {
             }
         };
         let trusted_proxy_hops = match raw.trusted_proxy_hops {
-            None | Some(0) => 0,
+            None => 0,
+            Some(v) if (0..=10).contains(&v) => v as usize,
             Some(v) => {
-                self.unsupported(
+                self.error(
                     "server.trusted_proxy_hops",
-                    &format!("trusting X-Forwarded-For ({v} hops)"),
+                    format!("must be between 0 and 10, got {v} (1 behind Cloud Run's front end)"),
                 );
                 0
             }
@@ -1050,8 +1053,34 @@ impl Validator<'_> {
         if raw.upstream_tls.is_some() {
             self.unsupported(&format!("{p}.upstream_tls"), "upstream mutual TLS");
         }
-        if raw.source_ranges.is_some() {
-            self.unsupported(&format!("{p}.source_ranges"), "source ranges");
+        let mut source_ranges = None;
+        if let Some(ranges) = &raw.source_ranges {
+            let mut nets = Vec::with_capacity(ranges.len());
+            if ranges.is_empty() {
+                self.error(
+                    &format!("{p}.source_ranges"),
+                    "an empty list would refuse every request: remove the key to allow any address",
+                );
+                ok = false;
+            }
+            for (i, text) in ranges.iter().enumerate() {
+                let parsed = text
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from));
+                match parsed {
+                    Ok(net) => nets.push(net.trunc()),
+                    Err(_) => {
+                        self.error(
+                            &format!("{p}.source_ranges[{i}]"),
+                            format!(
+                                "`{text}` is not a CIDR range such as 10.8.0.0/24 or 2001:db8::/32"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            source_ranges = Some(nets);
         }
         if raw.rate_limit.is_some() {
             self.unsupported(&format!("{p}.rate_limit"), "rate limiting");
@@ -1162,6 +1191,7 @@ impl Validator<'_> {
             idle_timeout,
             max_body_bytes,
             scrub_responses: raw.scrub_responses.unwrap_or(true),
+            source_ranges,
         })
     }
 

@@ -572,6 +572,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             max_body_bytes: 100,
             scrub_responses: true,
+            source_ranges: None,
         };
         (spec, resolved)
     }

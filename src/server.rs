@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -224,6 +224,28 @@ pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// The client's address: the TCP peer, or with `trusted_proxy_hops = n` the n-th
+/// `X-Forwarded-For` entry from the right (each trusted proxy appends the address it saw;
+/// entries further left are whatever the client sent). `None` when there are fewer entries
+/// than trusted hops: requests then fail any `source_ranges` check.
+pub fn client_address(
+    headers: &http::HeaderMap,
+    peer: Option<IpAddr>,
+    hops: usize,
+) -> Option<IpAddr> {
+    if hops == 0 {
+        return peer;
+    }
+    let entry = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.rsplit(','))
+        .nth(hops - 1)?;
+    entry.trim().parse::<IpAddr>().ok()
+}
+
 /// Holds one in-flight slot until the response body is over.
 struct InFlight(Arc<AtomicUsize>);
 
@@ -240,14 +262,20 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+        .map(|c| c.0.ip());
+    let client = client_address(
+        request.headers(),
+        peer,
+        app.config.server.trusted_proxy_hops,
+    );
     let mut cx = RequestContext::new(
         request_id(request.headers()),
         request.method(),
         request.uri(),
         request.headers(),
-        peer,
+        client.map(|ip| ip.to_string()),
     );
+    cx.client_ip = client;
     let count = app.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     let slot = InFlight(app.in_flight.clone());
     crate::metrics::metrics().in_flight.inc();
@@ -335,6 +363,21 @@ async fn pipeline(
     };
     if cx.decoy {
         return Err(no_rule());
+    }
+    if let Some(ranges) = &route.spec.source_ranges
+        && !cx
+            .client_ip
+            .is_some_and(|ip| ranges.iter().any(|net| net.contains(&ip)))
+    {
+        return Err(ProxyError::Forbidden {
+            message: format!(
+                "client address {} is not in the source ranges of route `{}`",
+                cx.client_ip
+                    .map_or_else(|| "(unknown)".to_string(), |ip| ip.to_string()),
+                route.spec.name
+            ),
+            reason: "source_not_allowed",
+        });
     }
     match policy::authorize(
         &route.spec.allow,
@@ -569,6 +612,23 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_address_trusts_only_the_configured_hops() {
+        let peer: Option<IpAddr> = "10.0.0.9".parse().ok();
+        let mut h = http::HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4"),
+        );
+        assert_eq!(client_address(&h, peer, 0), peer);
+        assert_eq!(client_address(&h, peer, 1), "1.2.3.4".parse().ok());
+        assert_eq!(client_address(&h, peer, 2), "6.6.6.6".parse().ok());
+        assert_eq!(client_address(&h, peer, 3), None);
+        h.append("x-forwarded-for", HeaderValue::from_static("5.5.5.5"));
+        assert_eq!(client_address(&h, peer, 1), "5.5.5.5".parse().ok());
+        assert_eq!(client_address(&http::HeaderMap::new(), peer, 1), None);
+    }
 
     #[test]
     fn keeps_sane_request_ids_and_replaces_others() {

@@ -9,6 +9,7 @@ mod cli;
 mod forward;
 mod headers;
 mod lifecycle;
+mod limits;
 mod observability;
 mod paths;
 mod policy;
