@@ -1641,3 +1641,82 @@ routes:
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// YAML-ish documents built from the schema's own keys, YAML syntax and junk, so the
+    /// generator reaches deep into the parser and the validator.
+    fn yamlish() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("identity"),
+            Just("audiences"),
+            Just("routes"),
+            Just("upstream"),
+            Just("credential"),
+            Just("secret"),
+            Just("inject"),
+            Just("header"),
+            Just("name"),
+            Just("format"),
+            Just("allow"),
+            Just("callers"),
+            Just("methods"),
+            Just("paths"),
+            Just("expires"),
+            Just("server"),
+            Just("max_in_flight"),
+            Just("source_ranges"),
+            Just("events"),
+            Just("decoys"),
+            Just("metrics"),
+            Just("hmac"),
+            Just("aws_sigv4"),
+            Just("query"),
+            Just("basic"),
+            Just("field"),
+            Just("timeout_seconds"),
+            Just("x"),
+        ];
+        let value = prop_oneof![
+            Just("\"https://api.example.com\"".to_string()),
+            Just("\"env:K\"".to_string()),
+            Just("\"projects/p/secrets/s/versions/latest\"".to_string()),
+            Just("[GET, POST]".to_string()),
+            Just("[\"/v1/**\", \"/a/*\"]".to_string()),
+            Just("{}".to_string()),
+            Just("[]".to_string()),
+            Just("null".to_string()),
+            Just("-1".to_string()),
+            Just("99999999999999999999".to_string()),
+            Just("&a x".to_string()),
+            Just("*a".to_string()),
+            Just("!!binary x".to_string()),
+            "[ -~]{0,12}",
+        ];
+        let line = (0usize..4, key, prop::option::of(value)).prop_map(|(indent, k, v)| match v {
+            Some(v) => format!("{}{k}: {v}", "  ".repeat(indent)),
+            None => format!("{}{k}:", "  ".repeat(indent)),
+        });
+        prop_oneof![
+            prop::collection::vec(line, 0..30).prop_map(|lines| lines.join("\n")),
+            "\\PC{0,200}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn parsing_never_panics_and_every_error_has_a_message(text in yamlish()) {
+            if let Err(problems) = parse(&text, &|_| None) {
+                prop_assert!(!problems.0.is_empty());
+                for p in &problems.0 {
+                    prop_assert!(!p.message.is_empty());
+                }
+            }
+        }
+    }
+}

@@ -636,3 +636,82 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9_~-]{1,8}",
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("%2e%2e".to_string()),
+            Just("%2f".to_string()),
+            Just("%5c".to_string()),
+            Just(";x".to_string()),
+            Just("..;".to_string()),
+            Just("%00".to_string()),
+            Just("%zz".to_string()),
+            Just("%41".to_string()),
+            Just("%3B".to_string()),
+            Just("".to_string()),
+            "[ -~]{0,6}",
+        ]
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop::collection::vec(segment(), 0..8).prop_map(|segs| format!("/{}", segs.join("/")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn normalise_never_panics_and_never_yields_dot_segments(raw in prop_oneof![path(), "\\PC{0,64}"]) {
+            if let Ok(t) = normalise(&raw) {
+                prop_assert!(t.path.starts_with('/'));
+                prop_assert!(t.upstream_path.starts_with('/'));
+                for seg in t.path[1..].split('/') {
+                    let head = seg.split(';').next().unwrap_or_default();
+                    prop_assert!(head != ".." && head != ".", "{raw} -> {}", t.path);
+                }
+                for seg in t.upstream_path[1..].split('/') {
+                    prop_assert!(seg != ".." && seg != ".");
+                }
+                prop_assert!(!t.path.contains("//") && !t.upstream_path.contains("//"));
+                prop_assert!(!t.path.contains('\\'));
+                // Policy and upstream see the same path: decoding the forwarded form gives
+                // exactly what policy judged.
+                let decoded = percent_decode_str(&t.upstream_path)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .ok();
+                prop_assert_eq!(decoded.as_deref(), Some(t.path.as_ref()));
+            }
+        }
+
+        #[test]
+        fn a_request_never_lands_on_another_route(route in "[a-z][a-z0-9-]{0,10}", rest in path()) {
+            if let Ok(t) = normalise(&format!("/{route}{rest}")) {
+                prop_assert_eq!(t.route.as_ref(), route.as_str());
+            }
+        }
+
+        #[test]
+        fn patterns_never_panic_and_literals_match_themselves(
+            pattern in prop_oneof![path(), "\\PC{0,32}"],
+            candidate in path(),
+        ) {
+            if let Ok(p) = PathPattern::parse(&pattern) {
+                if let Ok(t) = normalise(&format!("/r{candidate}")) {
+                    let _ = p.matches(&t.path);
+                }
+                if !pattern.contains('*') && !pattern.contains('%') {
+                    prop_assert!(p.matches(&pattern), "{pattern} does not match itself");
+                }
+            }
+        }
+    }
+}
