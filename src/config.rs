@@ -187,11 +187,17 @@ struct RawRoute {
     response_headers: RawResponseHeaders,
     scrub_responses: Option<bool>,
     source_ranges: Option<Vec<String>>,
-    rate_limit: Option<serde_json::Value>,
-    route_rate_limit: Option<serde_json::Value>,
+    rate_limit: Option<RawRate>,
+    route_rate_limit: Option<RawRate>,
     timeout_seconds: Option<i64>,
     idle_timeout_seconds: Option<i64>,
     max_body_bytes: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawRate {
+    per_second: f64,
+    burst: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,6 +394,10 @@ pub struct RouteSpec {
     pub scrub_responses: bool,
     /// Client addresses allowed (none: any).
     pub source_ranges: Option<Vec<ipnet::IpNet>>,
+    /// Per caller on this route.
+    pub rate_limit: Option<crate::limit::RateSpec>,
+    /// All callers of this route together.
+    pub route_rate_limit: Option<crate::limit::RateSpec>,
 }
 
 /// An upstream base URL: scheme, authority and an optional base path (no trailing slash).
@@ -1082,12 +1092,20 @@ impl Validator<'_> {
             }
             source_ranges = Some(nets);
         }
-        if raw.rate_limit.is_some() {
-            self.unsupported(&format!("{p}.rate_limit"), "rate limiting");
-        }
-        if raw.route_rate_limit.is_some() {
-            self.unsupported(&format!("{p}.route_rate_limit"), "rate limiting");
-        }
+        let mut rate = |key: &str, raw: &Option<RawRate>| match raw {
+            None => None,
+            Some(r) => match crate::limit::RateSpec::parse(r.per_second, r.burst) {
+                Ok(spec) => Some(spec),
+                Err(e) => {
+                    self.error(&format!("{p}.{key}"), e);
+                    None
+                }
+            },
+        };
+        let rate_limit = rate("rate_limit", &raw.rate_limit);
+        let route_rate_limit = rate("route_rate_limit", &raw.route_rate_limit);
+        ok &= raw.rate_limit.is_none() || rate_limit.is_some();
+        ok &= raw.route_rate_limit.is_none() || route_rate_limit.is_some();
 
         if raw.allow.is_empty() {
             self.push(
@@ -1192,6 +1210,8 @@ impl Validator<'_> {
             max_body_bytes,
             scrub_responses: raw.scrub_responses.unwrap_or(true),
             source_ranges,
+            rate_limit,
+            route_rate_limit,
         })
     }
 
@@ -1631,6 +1651,30 @@ routes:
         );
         let err = parse(&text, &no_env).expect_err("invalid");
         assert_eq!(err.0[0].path, "routes.stripe.allow[0].expires");
+    }
+
+    #[test]
+    fn rejects_nonsensical_limits_with_their_key() {
+        for (limit, path) in [
+            (
+                "rate_limit: { per_second: 1, burst: 0 }",
+                "routes.stripe.rate_limit",
+            ),
+            (
+                "route_rate_limit: { per_second: -1, burst: 5 }",
+                "routes.stripe.route_rate_limit",
+            ),
+            (
+                "source_ranges: [\"10.0.0.0/33\"]",
+                "routes.stripe.source_ranges[0]",
+            ),
+            ("max_body_bytes: -5", "routes.stripe.max_body_bytes"),
+            ("timeout_seconds: 0", "routes.stripe.timeout_seconds"),
+        ] {
+            let text = MINIMAL.replace("    allow:", &format!("    {limit}\n    allow:"));
+            let err = parse(&text, &no_env).expect_err(limit);
+            assert_eq!(err.0[0].path, path, "{limit}");
+        }
     }
 
     #[test]

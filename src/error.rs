@@ -41,6 +41,9 @@ pub enum ProxyError {
     /// 502: connect or TLS failure, or the upstream broke the exchange.
     #[error("the upstream could not be reached")]
     UpstreamUnreachable,
+    /// 429: over a rate limit.
+    #[error("{0}")]
+    RateLimited(crate::limit::Limited),
     /// 503: the credential cannot be resolved.
     #[error("{0}")]
     CredentialUnavailable(#[from] SecretError),
@@ -67,6 +70,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::UnknownRoute(_) | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             ProxyError::CredentialUnavailable(_) | ProxyError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -84,6 +88,7 @@ impl ProxyError {
             ProxyError::UnknownRoute(_) => "unknown_route",
             ProxyError::NotFound => "not_found",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::RateLimited(_) => "rate_limited",
             ProxyError::UpstreamUnreachable => "upstream_unreachable",
             ProxyError::CredentialUnavailable(_) => "credential_unavailable",
             ProxyError::Overloaded => "overloaded",
@@ -96,6 +101,10 @@ impl ProxyError {
         match self {
             ProxyError::Unauthenticated(e) => e.reason(),
             ProxyError::Forbidden { reason, .. } => reason,
+            ProxyError::RateLimited(l) => match l.scope {
+                crate::limit::LimitScope::Caller => "rate_limited",
+                crate::limit::LimitScope::Route => "route_rate_limited",
+            },
             other => other.code(),
         }
     }
@@ -118,6 +127,12 @@ impl ProxyError {
             }
             ProxyError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ProxyError::RateLimited(l) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(l.retry_after_seconds.max(1)),
+                );
             }
             _ => {}
         }
@@ -151,6 +166,14 @@ mod tests {
             ),
             (ProxyError::UnknownRoute("r".into()), 404, "unknown_route"),
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (
+                ProxyError::RateLimited(crate::limit::Limited {
+                    scope: crate::limit::LimitScope::Caller,
+                    retry_after_seconds: 2,
+                }),
+                429,
+                "rate_limited",
+            ),
             (ProxyError::UpstreamUnreachable, 502, "upstream_unreachable"),
             (
                 ProxyError::CredentialUnavailable(secret),

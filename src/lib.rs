@@ -37,6 +37,7 @@ pub mod dev;
 pub mod error;
 pub mod explain;
 pub mod identity;
+pub mod limit;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
@@ -108,10 +109,24 @@ pub async fn run(
             }
         });
     }
+    let evictor = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(limit::EVICT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for route in app.routes.values() {
+                    route.limits.evict_idle();
+                }
+            }
+        }
+    });
     let refresher = tokio::spawn(verifier.run_refresher());
     store.spawn_refreshers();
     let result = server::serve(listener, app, shutdown).await;
     refresher.abort();
+    evictor.abort();
     audit.flush().await;
     result.map_err(StartError::from)
 }

@@ -573,6 +573,8 @@ mod tests {
             max_body_bytes: 100,
             scrub_responses: true,
             source_ranges: None,
+            rate_limit: None,
+            route_rate_limit: None,
         };
         (spec, resolved)
     }

@@ -45,6 +45,8 @@ pub struct RouteRuntime {
     pub credential: Arc<Credential>,
     /// Its metric handles.
     pub metrics: RouteMetrics,
+    /// Its rate limiters.
+    pub limits: crate::limit::RouteLimits,
 }
 
 /// Everything the handler needs, shared by all requests.
@@ -83,12 +85,17 @@ impl App {
             .zip(credentials)
             .map(|(spec, credential)| {
                 let metrics = RouteMetrics::new(&spec.name);
+                let limits = crate::limit::RouteLimits::new(
+                    spec.rate_limit,
+                    spec.route_rate_limit,
+                );
                 (
                     spec.name.clone(),
                     RouteRuntime {
                         spec,
                         credential,
                         metrics,
+                        limits,
                     },
                 )
             })
@@ -397,6 +404,22 @@ async fn pipeline(
                 reason: "grant_expired",
             });
         }
+    }
+
+    // limit: before the upstream (or the secret store) is contacted.
+    if let Err(limited) = route.limits.check(&caller.email) {
+        let scope = match limited.scope {
+            crate::limit::LimitScope::Caller => "caller",
+            crate::limit::LimitScope::Route => "route",
+        };
+        crate::metrics::metrics()
+            .rate_limited
+            .get_or_create(&crate::metrics::LimitLabels {
+                route: route.spec.name.clone(),
+                scope,
+            })
+            .inc();
+        return Err(ProxyError::RateLimited(limited));
     }
 
     // resolve

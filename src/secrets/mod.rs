@@ -18,6 +18,7 @@
 mod env;
 pub mod events;
 mod file;
+pub mod oauth2;
 pub mod secret_manager;
 
 use std::collections::HashMap;

@@ -90,3 +90,85 @@ async fn with_one_trusted_hop_only_the_last_entry_counts() {
         "10.8.0.7"
     );
 }
+
+async fn limited_world() -> World {
+    let keys = Keys::new();
+    let jwks = FakeJwks::start(keys.signer.jwks()).await;
+    let upstream = FakeUpstream::start().await;
+    let route = format!(
+        r#"  metered:
+    upstream: "{{UPSTREAM}}"
+    credential: {{ secret: "env:API_SECRET", inject: {{ header: {{ name: "X-Key" }} }} }}
+    rate_limit: {{ per_second: 0.2, burst: 3 }}
+    route_rate_limit: {{ per_second: 0.2, burst: 5 }}
+    allow:
+      - callers: ["{READER}", "{WRITER}", "third@pipelines.iam.gserviceaccount.com"]
+        methods: ["GET"]
+        paths: ["/**"]
+"#
+    );
+    let app = TestApp::spawn(&default_config(&jwks, &upstream, &route), &keys).await;
+    World {
+        keys,
+        jwks,
+        upstream,
+        app,
+    }
+}
+
+#[tokio::test]
+async fn a_caller_over_its_burst_gets_429_and_others_are_unaffected() {
+    let w = limited_world().await;
+    for i in 0..3 {
+        assert_eq!(
+            w.app.get_as(READER, "/metered/x").await.status(),
+            200,
+            "request {i} within the burst"
+        );
+    }
+    let r = w.app.get_as(READER, "/metered/x").await;
+    assert_eq!(r.status(), 429, "one over the burst");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=5).contains(&retry), "Retry-After {retry}");
+    let id = r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(error_body(r).await["error"], "rate_limited");
+    let e = w.app.audit_for(&id).await;
+    assert_eq!(e["reason"], "rate_limited");
+    assert_eq!(e["severity"], "WARNING");
+    assert_eq!(
+        w.upstream.requests().len(),
+        3,
+        "the upstream never saw the limited request"
+    );
+    // Another caller still has its own burst.
+    assert_eq!(w.app.get_as(WRITER, "/metered/x").await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_route_wide_limit_covers_all_callers_together() {
+    let w = limited_world().await;
+    let mut ok = 0;
+    for caller in [READER, READER, READER, WRITER, WRITER, WRITER] {
+        if w.app.get_as(caller, "/metered/x").await.status() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 5, "the route allows 5 in a burst across callers");
+    let r = w
+        .app
+        .get_as("third@pipelines.iam.gserviceaccount.com", "/metered/x")
+        .await;
+    assert_eq!(r.status(), 429);
+    let id = r.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert_eq!(w.app.audit_for(&id).await["reason"], "route_rate_limited");
+}
