@@ -1,0 +1,194 @@
+"""End to end: credproxy_client -> the real `credproxy serve` -> a local upstream.
+
+The ID token comes from the fake metadata server (GCE_METADATA_HOST), signed by the test's
+own key, whose JWKS credproxy fetches from the test. The upstream must receive the
+injected credential, and neither the caller's token nor the secret may leak into
+credproxy's logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from credproxy_client import credproxy_session
+from fakes import FakeJwks, Server
+
+REPO = Path(__file__).resolve().parents[3]
+AUDIENCE = "https://credproxy-123456789012.europe-west1.run.app"
+SECRET = "sk_test_e2e_" + "7f3a9c1d5e8b2f40"
+
+
+def credproxy_binary() -> Path:
+    explicit = os.environ.get("CREDPROXY_BIN")
+    if explicit:
+        return Path(explicit)
+    if shutil.which("cargo") is None:
+        pytest.skip("no cargo to build credproxy and CREDPROXY_BIN is unset")
+    subprocess.run(
+        ["cargo", "build", "--locked", "--quiet", "--bin", "credproxy"],
+        cwd=REPO,
+        check=True,
+        timeout=900,
+    )
+    return REPO / "target" / "debug" / "credproxy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, request):
+    from conftest import PIPELINE_EMAIL, _state
+
+    jwks = FakeJwks(_state["key"])
+    upstream = Server(lambda req: (200, {"Content-Type": "application/json"}, b'{"contacts": []}'))
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("credproxy")
+    config = workdir / "config.yaml"
+    config.write_text(
+        "\n".join(
+            [
+                f'listen: "127.0.0.1:{port}"',
+                "environment: e2e",
+                "identity:",
+                f'  audiences: ["{AUDIENCE}"]',
+                f'  jwks_url: "{jwks.url}"',
+                "routes:",
+                "  crm:",
+                f'    upstream: "{upstream.url}/api"',
+                "    credential:",
+                '      secret: "env:E2E_UPSTREAM_KEY"',
+                "      inject:",
+                '        header: { name: "Authorization", format: "Bearer {secret}" }',
+                "    allow:",
+                f'      - callers: ["{PIPELINE_EMAIL}"]',
+                '        methods: ["GET", "POST"]',
+                '        paths: ["/v1/contacts", "/v1/contacts/*"]',
+                "",
+            ]
+        )
+    )
+    binary = credproxy_binary()
+    subprocess.run([str(binary), "check", "--config", str(config)], check=True, timeout=60)
+
+    stdout = open(workdir / "stdout.log", "wb")
+    stderr = open(workdir / "stderr.log", "wb")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(E2E_UPSTREAM_KEY=SECRET, CREDPROXY_LOG="info", GOOGLE_CLOUD_PROJECT="acme-data-test")
+    proc = subprocess.Popen([str(binary), "serve", "--config", str(config)], stdout=stdout, stderr=stderr, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"credproxy exited with {proc.returncode}: {(workdir / 'stderr.log').read_text()}")
+        try:
+            if requests.get(base + "/_credproxy/ready", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("credproxy did not become ready in 30 s")
+        time.sleep(0.1)
+
+    yield {"base": base, "upstream": upstream, "workdir": workdir, "proc": proc}
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    stdout.close()
+    stderr.close()
+    upstream.close()
+    jwks.close()
+
+
+def audit_entries(workdir: Path) -> list[dict]:
+    entries = []
+    for line in (workdir / "stdout.log").read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            pass
+    return entries
+
+
+def wait_for_audit(workdir: Path, request_id: str) -> dict:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for entry in audit_entries(workdir):
+            if entry.get("request_id") == request_id:
+                return entry
+        time.sleep(0.05)
+    raise AssertionError(f"no audit entry for {request_id}")
+
+
+def test_upstream_receives_the_injected_credential_not_the_callers_token(stack, metadata):
+    session = credproxy_session(stack["base"], audience=AUDIENCE)
+    resp = session.get("/crm/v1/contacts", params={"limit": "10"})
+
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"contacts": []}
+    seen = stack["upstream"].requests[-1]
+    assert seen.path == "/api/v1/contacts?limit=10"
+    assert seen.headers["authorization"] == f"Bearer {SECRET}"
+    assert "x-serverless-authorization" not in seen.headers
+    assert len(metadata.identity_requests) == 1
+
+
+def test_a_write_the_policy_allows_goes_through(stack, metadata):
+    session = credproxy_session(stack["base"], audience=AUDIENCE)
+    resp = session.post("/crm/v1/contacts/42", json={"email": "a@example.com"})
+
+    assert resp.status_code == 200, resp.text
+    seen = stack["upstream"].requests[-1]
+    assert (seen.method, seen.path) == ("POST", "/api/v1/contacts/42")
+    assert json.loads(seen.body) == {"email": "a@example.com"}
+    assert seen.headers["authorization"] == f"Bearer {SECRET}"
+
+
+def test_a_path_outside_the_grant_is_403_and_not_retried(stack, metadata):
+    before = len(stack["upstream"].requests)
+    session = credproxy_session(stack["base"], audience=AUDIENCE)
+    resp = session.delete("/crm/v1/contacts/42")
+
+    assert resp.status_code == 403
+    assert resp.json()["error"] == "forbidden"
+    assert len(stack["upstream"].requests) == before
+
+
+def test_a_token_for_another_audience_is_401(stack, metadata):
+    session = credproxy_session(stack["base"], audience="https://someone-else.example")
+    resp = session.get("/crm/v1/contacts")
+    assert resp.status_code == 401
+
+
+def test_the_audit_entry_names_the_pipeline_and_never_the_secrets(stack, metadata):
+    from conftest import PIPELINE_EMAIL
+
+    session = credproxy_session(stack["base"], audience=AUDIENCE)
+    resp = session.get("/crm/v1/contacts")
+    token = session.auth.token()
+    entry = wait_for_audit(stack["workdir"], resp.headers["X-Request-Id"])
+
+    assert entry["caller"] == PIPELINE_EMAIL
+    assert entry["decision"] == "allow"
+    assert entry["route"] == "crm"
+    assert entry["secret"] == "env:E2E_UPSTREAM_KEY"
+    logs = (stack["workdir"] / "stdout.log").read_text() + (stack["workdir"] / "stderr.log").read_text()
+    assert SECRET not in logs
+    assert token not in logs
+    assert token.split(".")[2] not in logs
