@@ -100,19 +100,28 @@ impl std::error::Error for Problems {}
 // ------------------------------------------------------------------------------------------
 // Raw schema (serde). Field names are the SPEC's keys.
 
+/// An empty section (`secrets:` with nothing under it, or only comments) means defaults.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
 #[derive(Debug, Deserialize)]
 struct RawConfig {
     listen: Option<String>,
     environment: Option<String>,
     project_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     server: RawServer,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     metrics: RawMetrics,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     decoys: RawDecoys,
     identity: Option<RawIdentity>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     secrets: RawSecrets,
     events: Option<RawEvents>,
     #[serde(default)]
@@ -164,7 +173,7 @@ struct RawSecrets {
     cache_ttl_seconds: Option<i64>,
     max_stale_seconds: Option<i64>,
     warm_on_start: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     secret_manager: RawSecretManager,
 }
 
@@ -181,9 +190,9 @@ struct RawRoute {
     upstream_tls: Option<serde_json::Value>,
     #[serde(default)]
     allow: Vec<RawRule>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     request_headers: RawRequestHeaders,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     response_headers: RawResponseHeaders,
     scrub_responses: Option<bool>,
     source_ranges: Option<Vec<String>>,
@@ -448,6 +457,9 @@ pub enum Injection {
     Hmac(crate::signing::HmacSpec),
     /// AWS Signature Version 4 with `{"access_key_id", "secret_access_key"}` from the secret.
     AwsSigV4(crate::signing::AwsSigV4Spec),
+    /// `Authorization: Bearer` with an access token minted from
+    /// `{"client_id", "client_secret"}` (OAuth2 client credentials grant).
+    OAuth2(crate::secrets::oauth2::OAuth2Spec),
 }
 
 impl Injection {
@@ -459,6 +471,7 @@ impl Injection {
             Injection::Basic { .. } => "basic",
             Injection::Hmac(_) => "hmac",
             Injection::AwsSigV4(_) => "aws_sigv4",
+            Injection::OAuth2(_) => "oauth2_client_credentials",
         }
     }
 
@@ -1341,11 +1354,22 @@ impl Validator<'_> {
                     return None;
                 }
             }
+        } else if let Some(raw) = &i.oauth2_client_credentials {
+            match crate::secrets::oauth2::OAuth2Spec::parse(raw, true) {
+                Ok(spec) => Injection::OAuth2(spec),
+                Err(problems) => {
+                    for problem in problems {
+                        let path = if problem.key.is_empty() {
+                            format!("{ip}.oauth2_client_credentials")
+                        } else {
+                            format!("{ip}.oauth2_client_credentials.{}", problem.key)
+                        };
+                        self.error(&path, problem.message);
+                    }
+                    return None;
+                }
+            }
         } else {
-            self.unsupported(
-                &format!("{ip}.oauth2_client_credentials"),
-                "`oauth2_client_credentials` injection",
-            );
             return None;
         };
         Some(CredentialSpec {
@@ -1573,6 +1597,13 @@ routes:
         );
         assert_eq!(err.0[0].line, Some(6));
         assert!(err.0[0].message.contains("plaintext"), "{}", err.0[0]);
+    }
+
+    #[test]
+    fn empty_sections_mean_defaults() {
+        let text = format!("server:\nsecrets:\nmetrics:\ndecoys:\n{MINIMAL}");
+        let (c, _) = parse(&text, &no_env).expect("valid");
+        assert_eq!(c.server.max_in_flight, 1000);
     }
 
     #[test]

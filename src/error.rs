@@ -100,6 +100,7 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::Unauthenticated(e) => e.reason(),
+            ProxyError::CredentialUnavailable(SecretError::OAuth2 { code, .. }) => code,
             ProxyError::Forbidden { reason, .. } => reason,
             ProxyError::RateLimited(l) => match l.scope {
                 crate::limit::LimitScope::Caller => "rate_limited",

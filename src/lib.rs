@@ -46,6 +46,7 @@ pub mod secrets;
 pub mod server;
 pub mod signing;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -124,6 +125,9 @@ pub async fn run(
     });
     let refresher = tokio::spawn(verifier.run_refresher());
     store.spawn_refreshers();
+    for route in app.routes.values() {
+        tokio::spawn(route.credential.clone().run_token_refresher());
+    }
     let result = server::serve(listener, app, shutdown).await;
     refresher.abort();
     evictor.abort();

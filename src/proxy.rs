@@ -28,6 +28,19 @@ use crate::error::ProxyError;
 use crate::scrub::ScrubStream;
 use crate::secrets::{Prepared, Resolved};
 
+/// The shared upstream client: pooled keep-alive connections, rustls, no proxy from the
+/// environment (it could divert credentials), redirects passed back, never followed.
+pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+}
+
 /// Headers that describe one connection or the framing of one message.
 pub fn is_hop_by_hop_or_framing(name: &HeaderName) -> bool {
     matches!(
@@ -374,7 +387,7 @@ pub async fn forward(
     client: &reqwest::Client,
     route: &RouteSpec,
     outgoing: Outgoing,
-    resolved: &Resolved,
+    needles: Option<&Arc<crate::scrub::Needles>>,
     request_id: &HeaderValue,
     scrubbed: &Arc<AtomicU64>,
 ) -> Result<axum::response::Response, ProxyError> {
@@ -431,7 +444,6 @@ pub async fn forward(
         Ok(Ok(response)) => response,
     };
     let status = response.status();
-    let needles = resolved.scrub.as_ref().filter(|_| route.scrub_responses);
     let mut out_headers = HeaderMap::with_capacity(response.headers().len() + 1);
     let named = connection_tokens(response.headers());
     for (name, value) in response.headers() {

@@ -27,7 +27,7 @@ use crate::metrics::RouteMetrics;
 use crate::policy::{self, Decision, DenyReason};
 use crate::proxy;
 use crate::secrets::events::SecretEvent;
-use crate::secrets::{self, Credential, Resolved, SecretStore};
+use crate::secrets::{self, Credential, Minted, Resolved, SecretStore};
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -85,10 +85,7 @@ impl App {
             .zip(credentials)
             .map(|(spec, credential)| {
                 let metrics = RouteMetrics::new(&spec.name);
-                let limits = crate::limit::RouteLimits::new(
-                    spec.rate_limit,
-                    spec.route_rate_limit,
-                );
+                let limits = crate::limit::RouteLimits::new(spec.rate_limit, spec.route_rate_limit);
                 (
                     spec.name.clone(),
                     RouteRuntime {
@@ -115,22 +112,13 @@ impl App {
     /// Ready when the JWKS was fetched and (with `warm_on_start`) every secret resolved once.
     pub fn is_ready(&self) -> bool {
         self.verifier.is_ready()
-            && (!self.config.secrets.warm_on_start || self.secrets.all_resolved())
+            && (!self.config.secrets.warm_on_start
+                || (self.secrets.all_resolved()
+                    && self.routes.values().all(|r| r.credential.is_ready())))
     }
 }
 
-/// The shared upstream client: pooled keep-alive connections, rustls, no proxy from the
-/// environment (it could divert credentials), redirects passed back, never followed.
-pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .build()
-}
+pub use crate::proxy::upstream_client;
 
 /// The router: reserved endpoints (any method), everything else through [`handle`].
 pub fn router(app: Arc<App>) -> axum::Router {
@@ -422,15 +410,16 @@ async fn pipeline(
         return Err(ProxyError::RateLimited(limited));
     }
 
-    // resolve
+    // resolve (and, for OAuth2 routes, the access token)
     let mut resolved = route.credential.current().await?;
     cx.secret_version = resolved.version.clone();
+    let mut minted = route.credential.minted(&resolved).await?;
 
     // rewrite + forward; a small body is held so that a 401 caused by a rotated credential
-    // can be retried once with the new value.
+    // or an expired token can be retried once with the new one.
     let body = if route.spec.credential.inject.needs_body() {
         proxy::buffered(body, route.spec.max_body_bytes).await?
-    } else if route.credential.can_rotate() {
+    } else if route.credential.retries_on_401() {
         proxy::replayable(body, route.spec.max_body_bytes).await?
     } else {
         proxy::OutBody::Stream(body)
@@ -443,6 +432,7 @@ async fn pipeline(
     cx.set_query(parts.uri.path(), query.as_deref());
     let caller_sent_length = parts.headers.contains_key(http::header::CONTENT_LENGTH);
     let outgoing = |resolved: &Resolved,
+                    minted: Option<&Minted>,
                     body: proxy::OutBody|
      -> Result<proxy::Outgoing, ProxyError> {
         let mut out = proxy::Outgoing {
@@ -457,42 +447,67 @@ async fn pipeline(
             caller_sent_length,
             body,
         };
+        if let Some(minted) = minted {
+            out.headers.insert(
+                http::header::AUTHORIZATION,
+                minted.token.authorization().clone(),
+            );
+        }
         proxy::sign(&route.spec, resolved, &mut out)?;
         Ok(out)
+    };
+    let needles = |resolved: &Resolved, minted: Option<&Minted>| {
+        let needles = match minted {
+            Some(m) => m.scrub.clone(),
+            None => resolved.scrub.clone(),
+        };
+        needles.filter(|_| route.spec.scrub_responses)
     };
     let sent = tokio::time::Instant::now();
     let mut response = proxy::forward(
         &app.client,
         &route.spec,
-        outgoing(&resolved, body)?,
-        &resolved,
+        outgoing(&resolved, minted.as_ref(), body)?,
+        needles(&resolved, minted.as_ref()).as_ref(),
         &cx.request_id,
         &cx.scrubbed,
     )
     .await?;
     if response.status() == StatusCode::UNAUTHORIZED
         && let Some(replay) = replay
-        && let Some(newer) = route.credential.newer_than(&resolved).await
     {
-        tracing::info!(
-            route = %route.spec.name,
-            from_version = resolved.version.as_deref().unwrap_or(""),
-            to_version = newer.version.as_deref().unwrap_or(""),
-            "upstream answered 401; retrying once with the newer credential"
-        );
-        drop(response);
-        resolved = newer;
-        cx.secret_version = resolved.version.clone();
-        cx.retried = true;
-        response = proxy::forward(
-            &app.client,
-            &route.spec,
-            outgoing(&resolved, proxy::OutBody::Full(replay))?,
-            &resolved,
-            &cx.request_id,
-            &cx.scrubbed,
-        )
-        .await?;
+        let retry = if let Some(newer) = route.credential.newer_than(&resolved).await {
+            tracing::info!(
+                route = %route.spec.name,
+                from_version = resolved.version.as_deref().unwrap_or(""),
+                to_version = newer.version.as_deref().unwrap_or(""),
+                "upstream answered 401; retrying once with the newer credential"
+            );
+            resolved = newer;
+            cx.secret_version = resolved.version.clone();
+            true
+        } else if let Some(m) = &minted
+            && route.credential.invalidate_token(&m.token)
+        {
+            tracing::info!(route = %route.spec.name, "upstream answered 401 to the access token; retrying once with a new one");
+            true
+        } else {
+            false
+        };
+        if retry {
+            drop(response);
+            minted = route.credential.minted(&resolved).await?;
+            cx.retried = true;
+            response = proxy::forward(
+                &app.client,
+                &route.spec,
+                outgoing(&resolved, minted.as_ref(), proxy::OutBody::Full(replay))?,
+                needles(&resolved, minted.as_ref()).as_ref(),
+                &cx.request_id,
+                &cx.scrubbed,
+            )
+            .await?;
+        }
     }
     cx.upstream_status = Some(response.status().as_u16());
     cx.upstream_elapsed = Some(sent.elapsed());

@@ -155,6 +155,16 @@ pub enum SecretError {
         /// Why.
         failure: StoreFailure,
     },
+    /// The OAuth2 token endpoint did not give an access token.
+    #[error("route credential {resource}: no OAuth2 access token: {message}")]
+    OAuth2 {
+        /// The reference without version.
+        resource: String,
+        /// `oauth2_invalid_client`, `oauth2_unreachable`, ... (the audit reason).
+        code: &'static str,
+        /// The token endpoint's error, never a secret.
+        message: String,
+    },
     /// Every refresh failed for longer than `cache_ttl_seconds + max_stale_seconds`.
     #[error(
         "secret {resource} could not be refreshed for {age_seconds} s (more than cache_ttl_seconds + max_stale_seconds); its last value is no longer served"
@@ -199,6 +209,11 @@ pub enum Prepared {
         /// Access key id and secret.
         credentials: crate::signing::AwsCredentials,
     },
+    /// Mint OAuth2 access tokens with these client credentials.
+    OAuth2 {
+        /// Client id and secret.
+        credentials: Arc<oauth2::ClientCredentials>,
+    },
 }
 
 impl fmt::Debug for Prepared {
@@ -208,6 +223,7 @@ impl fmt::Debug for Prepared {
             Prepared::Query { name, .. } => write!(f, "Query({name}=[redacted])"),
             Prepared::Hmac { .. } => f.write_str("Hmac([redacted])"),
             Prepared::AwsSigV4 { .. } => f.write_str("AwsSigV4([redacted])"),
+            Prepared::OAuth2 { .. } => f.write_str("OAuth2([redacted])"),
         }
     }
 }
@@ -283,6 +299,19 @@ pub fn prepare(
             Injection::Hmac(_) => Prepared::Hmac {
                 key: SecretSlice::from(value.as_bytes().to_vec()),
             },
+            Injection::OAuth2(_) => {
+                let credentials =
+                    oauth2::ClientCredentials::from_json(value.as_bytes()).map_err(|detail| {
+                        SecretError::Unavailable {
+                            resource: resource(),
+                            detail,
+                        }
+                    })?;
+                extra_needle = credentials.client_secret_text().to_string();
+                Prepared::OAuth2 {
+                    credentials: Arc::new(credentials),
+                }
+            }
             Injection::AwsSigV4(_) => {
                 let credentials = crate::signing::AwsCredentials::from_json(value.as_bytes())
                     .map_err(|detail| SecretError::Unavailable {
@@ -336,6 +365,15 @@ pub struct Fetched {
     pub version: Option<String>,
     /// When it was read.
     pub fetched_at: Instant,
+    /// Increases whenever the value changes (not on a re-read of the same value): what
+    /// derived state such as OAuth2 tokens is keyed on.
+    pub generation: u64,
+}
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl fmt::Debug for Fetched {
@@ -350,6 +388,7 @@ impl Fetched {
             payload: SecretSlice::from(payload),
             version,
             fetched_at: Instant::now(),
+            generation: next_generation(),
         }
     }
 
@@ -558,12 +597,23 @@ impl SecretStore {
                 .get(&reference_key(&route.credential.secret))
                 .cloned()
                 .ok_or_else(|| BuildError::SecretManager("internal: entry missing".to_string()))?;
+            let token_source = match &route.credential.inject {
+                Injection::OAuth2(spec) => Some(oauth2::TokenSource::new(
+                    spec.clone(),
+                    crate::proxy::upstream_client().map_err(|e| {
+                        BuildError::SecretManager(format!("cannot build the OAuth2 client: {e}"))
+                    })?,
+                )),
+                _ => None,
+            };
             let credential = Arc::new(Credential {
                 spec: route.credential.clone(),
                 resource: route.credential.secret.resource(),
                 entry,
                 store: store.clone(),
                 prepared: ArcSwapOption::empty(),
+                token_source,
+                token_scrub: ArcSwapOption::empty(),
             });
             // A value that cannot be injected (not UTF-8, no such field, a newline in a
             // header) fails the start for env:/file:; Secret Manager values fail per request.
@@ -705,12 +755,19 @@ impl SecretStore {
                     payload: accessed.payload,
                     version: Some(accessed.version),
                     fetched_at: Instant::now(),
+                    generation: next_generation(),
                 })
             }
         }
     }
 
-    async fn install(&self, entry: &SecretEntry, fetched: Fetched) -> Arc<Fetched> {
+    async fn install(&self, entry: &SecretEntry, mut fetched: Fetched) -> Arc<Fetched> {
+        if let Some(old) = entry.current.load_full()
+            && old.same_value(&fetched)
+        {
+            // A re-read of the same value: derived state (OAuth2 tokens) stays valid.
+            fetched.generation = old.generation;
+        }
         let fetched = Arc::new(fetched);
         if let Some(old) = entry.current.load_full()
             && old.version != fetched.version
@@ -849,6 +906,18 @@ pub struct Credential {
     entry: Arc<SecretEntry>,
     store: Arc<SecretStore>,
     prepared: ArcSwapOption<Resolved>,
+    /// OAuth2 routes: mints and caches access tokens.
+    token_source: Option<oauth2::TokenSource>,
+    /// The current token's scrub needles, computed once per token.
+    token_scrub: ArcSwapOption<(Arc<oauth2::AccessToken>, Option<Arc<crate::scrub::Needles>>)>,
+}
+
+/// An OAuth2 access token to inject, with its scrub needles.
+pub struct Minted {
+    /// The token.
+    pub token: Arc<oauth2::AccessToken>,
+    /// Its value and encodings, for scrubbing responses.
+    pub scrub: Option<Arc<crate::scrub::Needles>>,
 }
 
 impl fmt::Debug for Credential {
@@ -871,6 +940,108 @@ impl Credential {
     /// Whether a newer value can appear (worth a retry after an upstream 401).
     pub fn can_rotate(&self) -> bool {
         self.entry.refreshes()
+    }
+
+    /// Whether requests can be replayed after a 401 (a rotated secret or a re-minted token).
+    pub fn retries_on_401(&self) -> bool {
+        self.entry.refreshes() || self.token_source.is_some()
+    }
+
+    /// Whether the route is ready: its secret resolved and, for OAuth2, a token minted.
+    pub fn is_ready(&self) -> bool {
+        self.is_resolved()
+            && self
+                .token_source
+                .as_ref()
+                .is_none_or(|s| s.refresh_due_at().is_some())
+    }
+
+    /// For OAuth2 routes, the access token to inject with `resolved`'s client credentials;
+    /// `None` for other kinds.
+    pub async fn minted(&self, resolved: &Resolved) -> Result<Option<Minted>, SecretError> {
+        let (Some(source), Prepared::OAuth2 { credentials }) =
+            (&self.token_source, &resolved.injection)
+        else {
+            return Ok(None);
+        };
+        let generation = resolved.source.as_ref().map_or(0, |s| s.generation);
+        let token =
+            source
+                .token(credentials, generation)
+                .await
+                .map_err(|e| SecretError::OAuth2 {
+                    resource: self.resource.clone(),
+                    code: e.code(),
+                    message: e.to_string(),
+                })?;
+        if let Some(cached) = self.token_scrub.load_full()
+            && Arc::ptr_eq(&cached.0, &token)
+        {
+            return Ok(Some(Minted {
+                token,
+                scrub: cached.1.clone(),
+            }));
+        }
+        let value = token.value().expose_secret();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
+        let scrub = crate::scrub::Needles::new(&[value.as_bytes(), b64.as_bytes()]).map(Arc::new);
+        self.token_scrub
+            .store(Some(Arc::new((token.clone(), scrub.clone()))));
+        Ok(Some(Minted { token, scrub }))
+    }
+
+    /// After an upstream 401 to `token`: drop it so the next request mints a new one; true
+    /// when that happened here (so a replay makes sense).
+    pub fn invalidate_token(&self, token: &oauth2::AccessToken) -> bool {
+        self.token_source
+            .as_ref()
+            .is_some_and(|s| s.invalidate(token))
+    }
+
+    /// OAuth2 routes: mints ahead of expiry (and at once when the client secret rotates) so
+    /// no request waits for the token endpoint. Runs until the runtime stops.
+    pub async fn run_token_refresher(self: Arc<Self>) {
+        let Some(source) = &self.token_source else {
+            return;
+        };
+        let mut backoff = Duration::from_secs(1);
+        let mut last_generation = 0;
+        loop {
+            let resolved = match self.current().await {
+                Ok(resolved) => resolved,
+                Err(_) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    continue;
+                }
+            };
+            let Prepared::OAuth2 { credentials } = &resolved.injection else {
+                return;
+            };
+            let generation = resolved.source.as_ref().map_or(0, |s| s.generation);
+            let due = source.refresh_due_at();
+            if generation == last_generation
+                && let Some(due) = due
+            {
+                // Sleep until the refresh is due, but look for a rotated secret every 5 s.
+                let wake = due.min(Instant::now() + Duration::from_secs(5));
+                tokio::time::sleep_until(wake).await;
+                if Instant::now() < due {
+                    continue;
+                }
+            }
+            match source.refresh(credentials, generation).await {
+                Ok(_) => {
+                    last_generation = generation;
+                    backoff = Duration::from_secs(1);
+                }
+                Err(err) => {
+                    tracing::error!(credential = %self.resource, code = err.code(), error = %err, "OAuth2 token refresh failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
     }
 
     /// The value to inject now. Once warm this is two atomic loads; only a cold secret waits

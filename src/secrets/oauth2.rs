@@ -408,6 +408,11 @@ impl ClientCredentials {
     }
 
     /// The client id (not a secret; may appear in logs).
+    pub(crate) fn client_secret_text(&self) -> &str {
+        self.client_secret.expose_secret()
+    }
+
+    /// The client id (not a secret).
     pub fn client_id(&self) -> &str {
         &self.client_id
     }

@@ -10,6 +10,7 @@ mod forward;
 mod headers;
 mod lifecycle;
 mod limits;
+mod oauth2;
 mod observability;
 mod paths;
 mod policy;
