@@ -92,7 +92,7 @@ pub struct AuditEntry {
     /// Request id (also `X-Request-Id`).
     pub request_id: String,
     /// Verified caller email.
-    pub caller: Option<String>,
+    pub caller: Option<Arc<str>>,
     /// Route name.
     pub route: Option<String>,
     /// `allow` once policy allowed the request, else `deny`.
@@ -126,7 +126,7 @@ pub struct RequestContext {
     user_agent: Option<String>,
     trace: Option<Trace>,
     /// Verified caller.
-    pub caller: Option<String>,
+    pub caller: Option<Arc<str>>,
     /// Route name.
     pub route: Option<String>,
     /// Whether policy allowed the request.
@@ -351,6 +351,44 @@ enum Msg {
     Flush(mpsc::Sender<()>),
 }
 
+/// Drains the queue: writes everything queued, flushes, then sleeps briefly. Polling
+/// instead of blocking on the channel means a request enqueueing an entry never has to
+/// wake this thread (a futex syscall per request); entries wait at most `IDLE_MAX`.
+#[allow(clippy::disallowed_methods)] // a dedicated OS thread, not the async runtime
+fn write_loop(rx: &mpsc::Receiver<Msg>, out: Box<dyn Write + Send>) {
+    const IDLE_MIN: std::time::Duration = std::time::Duration::from_millis(1);
+    const IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(20);
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut idle = IDLE_MIN;
+    loop {
+        let mut wrote = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Line(line)) => {
+                    let _ = out.write_all(&line);
+                    wrote = true;
+                }
+                Ok(Msg::Flush(ack)) => {
+                    let _ = out.flush();
+                    let _ = ack.send(());
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
+            }
+        }
+        if wrote {
+            let _ = out.flush();
+            idle = IDLE_MIN;
+        } else {
+            idle = (idle * 2).min(IDLE_MAX);
+        }
+        std::thread::sleep(idle);
+    }
+}
+
 /// The writer of audit lines: a bounded queue drained by a dedicated thread.
 #[derive(Clone)]
 pub struct AuditSink {
@@ -366,27 +404,7 @@ impl AuditSink {
         let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
         std::thread::Builder::new()
             .name("credproxy-audit".to_string())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-                while let Ok(msg) = rx.recv() {
-                    let mut next = Some(msg);
-                    // Write whatever is queued, then flush once.
-                    while let Some(msg) = next.take() {
-                        match msg {
-                            Msg::Line(line) => {
-                                let _ = out.write_all(&line);
-                            }
-                            Msg::Flush(ack) => {
-                                let _ = out.flush();
-                                let _ = ack.send(());
-                            }
-                        }
-                        next = rx.try_recv().ok();
-                    }
-                    let _ = out.flush();
-                }
-                let _ = out.flush();
-            })?;
+            .spawn(move || write_loop(&rx, out))?;
         Ok(AuditSink {
             tx,
             config: Arc::new(config),

@@ -34,7 +34,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The token's verified `email` claim.
-    pub email: String,
+    pub email: Arc<str>,
 }
 
 /// Why a token was rejected (401). The message is safe to return to the caller: it never
@@ -103,7 +103,20 @@ struct Claims {
     email: Option<String>,
     email_verified: Option<serde_json::Value>,
     iat: Option<serde_json::Value>,
+    exp: Option<i64>,
 }
+
+/// A token that verified, kept so the same token is not RSA-verified again.
+struct Verified {
+    /// The exact token bytes (compared on every hit: the map key is only a hash).
+    token: Box<str>,
+    email: Arc<str>,
+    exp: i64,
+    kid: Box<str>,
+}
+
+/// Verified tokens kept at most (pipelines reuse one token for up to an hour).
+const VERIFIED_CACHE_CAPACITY: u64 = 10_000;
 
 #[derive(Deserialize)]
 struct JwkSet {
@@ -177,6 +190,9 @@ pub struct Verifier {
     keys: ArcSwap<KeySet>,
     ready: AtomicBool,
     refetch_gate: tokio::sync::Mutex<Option<Instant>>,
+    /// Caller tokens that verified, by a keyed hash of their bytes.
+    verified: moka::sync::Cache<u64, Arc<Verified>>,
+    hasher: std::hash::RandomState,
 }
 
 impl Verifier {
@@ -202,6 +218,11 @@ impl Verifier {
             keys: ArcSwap::from_pointee(KeySet::default()),
             ready: AtomicBool::new(false),
             refetch_gate: tokio::sync::Mutex::new(None),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CACHE_CAPACITY)
+                .time_to_live(Duration::from_secs(3600 + 300))
+                .build(),
+            hasher: std::hash::RandomState::new(),
         })
     }
 
@@ -280,12 +301,41 @@ impl Verifier {
     }
 
     /// Verifies the caller's `Authorization: Bearer` token.
+    ///
+    /// A token that verified once is remembered (keyed by a hash of its exact bytes, which
+    /// are compared on every hit) until its `exp`, so RSA verification runs once per token,
+    /// not per request. A hit still checks `exp` (with leeway) and that the signing key is
+    /// still published: a key removed from the JWKS drops every token it verified.
     pub async fn verify(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
         let token = bearer_token(headers)?;
         if token.ends_with(SIGNATURE_REMOVED) {
             return Err(AuthError::SignatureRemoved);
         }
-        self.verify_token(token, &self.validation).await
+        let hash = std::hash::BuildHasher::hash_one(&self.hasher, token.as_bytes());
+        if let Some(hit) = self.verified.get(&hash)
+            && *hit.token == *token
+        {
+            let now = chrono::Utc::now().timestamp();
+            if now <= hit.exp + self.leeway_seconds as i64
+                && self.keys.load().keys.contains_key(&*hit.kid)
+            {
+                return Ok(Caller {
+                    email: hit.email.clone(),
+                });
+            }
+            self.verified.invalidate(&hash);
+        }
+        let (caller, exp, kid) = self.verify_full(token, &self.validation).await?;
+        self.verified.insert(
+            hash,
+            Arc::new(Verified {
+                token: token.into(),
+                email: caller.email.clone(),
+                exp,
+                kid: kid.into(),
+            }),
+        );
+        Ok(caller)
     }
 
     /// Verifies a Pub/Sub push token for `audience`. With `signature_removed_ok` (Cloud Run's
@@ -306,7 +356,9 @@ impl Verifier {
             return self.check_unsigned_push(unsigned, audience);
         }
         let validation = validation(&[audience.to_string()], &self.issuers, self.leeway_seconds);
-        self.verify_token(token, &validation).await
+        self.verify_full(token, &validation)
+            .await
+            .map(|(caller, _, _)| caller)
     }
 
     fn check_unsigned_push(&self, unsigned: &str, audience: &str) -> Result<Caller, AuthError> {
@@ -352,14 +404,17 @@ impl Verifier {
         if !matches!(claims.email_verified, Some(serde_json::Value::Bool(true))) {
             return Err(AuthError::EmailNotVerified);
         }
-        Ok(Caller { email })
+        Ok(Caller {
+            email: email.into(),
+        })
     }
 
-    async fn verify_token(
+    /// Full verification: signature, claims; returns the caller, `exp` and the key id.
+    async fn verify_full(
         &self,
         token: &str,
         validation: &Validation,
-    ) -> Result<Caller, AuthError> {
+    ) -> Result<(Caller, i64, String), AuthError> {
         if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
             return Err(AuthError::Malformed("not a JWT"));
         }
@@ -414,7 +469,14 @@ impl Verifier {
         if !verified {
             return Err(AuthError::EmailNotVerified);
         }
-        Ok(Caller { email })
+        let exp = claims.exp.ok_or(AuthError::MissingClaim("exp"))?;
+        Ok((
+            Caller {
+                email: email.into(),
+            },
+            exp,
+            kid,
+        ))
     }
 
     /// The key set holding `kid`, refetching at most once per interval when it is unknown.
@@ -566,6 +628,85 @@ mod tests {
         assert!(set.keys.contains_key("a"));
         assert!(KeySet::parse(br#"{"keys":[]}"#).is_err());
         assert!(KeySet::parse(b"not json").is_err());
+    }
+
+    fn verifier(leeway_seconds: u64) -> Verifier {
+        let settings = IdentitySettings {
+            audiences: vec!["aud".to_string()],
+            jwks_url: "http://127.0.0.1:9/certs".parse().expect("url"),
+            issuers: vec!["https://accounts.google.com".to_string()],
+            leeway_seconds,
+            cloud_run_invoker_check: false,
+        };
+        Verifier::new(&settings).expect("verifier")
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_still_expires() {
+        let signer = crate::dev::Signer::generate().expect("key");
+        let v = verifier(0);
+        v.install(KeySet::parse(signer.jwks().to_string().as_bytes()).expect("jwks"));
+        let mut claims = crate::dev::Signer::claims(
+            "a@p.iam.gserviceaccount.com",
+            "https://accounts.google.com",
+            "aud",
+        );
+        claims["exp"] = serde_json::json!(chrono::Utc::now().timestamp() + 1);
+        let token = signer.sign(&claims);
+        assert!(v.verify(&bearer(&token)).await.is_ok());
+        assert!(
+            v.verify(&bearer(&token)).await.is_ok(),
+            "served from the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(v.verify(&bearer(&token)).await, Err(AuthError::Expired));
+    }
+
+    #[tokio::test]
+    async fn a_removed_signing_key_drops_the_tokens_it_verified() {
+        let old = crate::dev::Signer::generate().expect("key");
+        let new = crate::dev::Signer::generate().expect("key");
+        let v = verifier(30);
+        v.install(KeySet::parse(old.jwks().to_string().as_bytes()).expect("jwks"));
+        let claims = crate::dev::Signer::claims(
+            "a@p.iam.gserviceaccount.com",
+            "https://accounts.google.com",
+            "aud",
+        );
+        let token = old.sign(&claims);
+        assert!(v.verify(&bearer(&token)).await.is_ok());
+        v.install(KeySet::parse(new.jwks().to_string().as_bytes()).expect("jwks"));
+        assert!(
+            v.verify(&bearer(&token)).await.is_err(),
+            "the cached verification was dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tampered_token_never_hits_the_cache() {
+        let signer = crate::dev::Signer::generate().expect("key");
+        let v = verifier(30);
+        v.install(KeySet::parse(signer.jwks().to_string().as_bytes()).expect("jwks"));
+        let claims = crate::dev::Signer::claims(
+            "a@p.iam.gserviceaccount.com",
+            "https://accounts.google.com",
+            "aud",
+        );
+        let token = signer.sign(&claims);
+        assert!(v.verify(&bearer(&token)).await.is_ok());
+        let mut tampered = token.clone();
+        tampered.pop();
+        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert!(v.verify(&bearer(&tampered)).await.is_err());
     }
 
     #[test]
