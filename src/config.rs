@@ -420,6 +420,8 @@ pub struct Upstream {
     pub host: String,
     /// Port, explicit or the scheme's default.
     pub port: u16,
+    /// The parsed origin, cloned per request so the host is never parsed again.
+    pub base: Url,
 }
 
 /// Where a route's credential comes from and how it is injected.
@@ -1254,11 +1256,13 @@ impl Validator<'_> {
             None => format!("{}://{}", url.scheme(), host),
         };
         let base_path = url.path().trim_end_matches('/').to_string();
+        let base = Url::parse(&origin).ok()?;
         Some(Upstream {
             origin,
             base_path,
             host,
             port,
+            base,
         })
     }
 

@@ -188,36 +188,27 @@ pub fn upstream_url(
     resolved: &Resolved,
 ) -> Result<reqwest::Url, ProxyError> {
     let up = &route.upstream;
-    let mut url = String::with_capacity(
-        up.origin.len() + up.base_path.len() + upstream_path.len() + query.map_or(0, str::len) + 2,
-    );
-    url.push_str(&up.origin);
-    url.push_str(&up.base_path);
-    url.push_str(upstream_path);
+    let mut path = String::with_capacity(up.base_path.len() + upstream_path.len());
+    path.push_str(&up.base_path);
+    path.push_str(upstream_path);
     let injected = match &resolved.injection {
         Prepared::Query { pair, .. } => Some(pair.expose_secret()),
         _ => None,
     };
-    match (query, injected) {
+    let joined;
+    let full_query = match (query, injected) {
         (Some(q), Some(pair)) => {
-            url.push('?');
-            url.push_str(q);
-            url.push('&');
-            url.push_str(pair);
+            joined = format!("{q}&{pair}");
+            Some(joined.as_str())
         }
-        (Some(q), None) => {
-            url.push('?');
-            url.push_str(q);
-        }
-        (None, Some(pair)) => {
-            url.push('?');
-            url.push_str(pair);
-        }
-        (None, None) => {}
-    }
-    let parsed = reqwest::Url::parse(&url).map_err(|_| {
-        ProxyError::BadRequest("the request cannot be turned into an upstream URL".to_string())
-    })?;
+        (Some(q), None) => Some(q),
+        (None, Some(pair)) => Some(pair),
+        (None, None) => None,
+    };
+    // The origin was parsed once at load; only the path and query are set per request.
+    let mut parsed = up.base.clone();
+    parsed.set_path(&path);
+    parsed.set_query(full_query);
     if parsed.host_str() != Some(up.host.as_str())
         || parsed.port_or_known_default() != Some(up.port)
     {
@@ -571,6 +562,7 @@ mod tests {
                 base_path: "/base".to_string(),
                 host: "api.example.com".to_string(),
                 port: 443,
+                base: reqwest::Url::parse("https://api.example.com").expect("url"),
             },
             credential,
             allow: vec![],
