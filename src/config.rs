@@ -187,7 +187,7 @@ struct RawSecretManager {
 struct RawRoute {
     upstream: String,
     credential: RawCredential,
-    upstream_tls: Option<serde_json::Value>,
+    upstream_tls: Option<RawUpstreamTls>,
     #[serde(default)]
     allow: Vec<RawRule>,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -201,6 +201,13 @@ struct RawRoute {
     timeout_seconds: Option<i64>,
     idle_timeout_seconds: Option<i64>,
     max_body_bytes: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawUpstreamTls {
+    client_certificate: String,
+    client_key: String,
+    ca_bundle: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,6 +410,8 @@ pub struct RouteSpec {
     pub scrub_responses: bool,
     /// Client addresses allowed (none: any).
     pub source_ranges: Option<Vec<ipnet::IpNet>>,
+    /// Client certificate for mutual TLS to the upstream.
+    pub upstream_tls: Option<UpstreamTls>,
     /// Per caller on this route.
     pub rate_limit: Option<crate::limit::RateSpec>,
     /// All callers of this route together.
@@ -422,6 +431,31 @@ pub struct Upstream {
     pub port: u16,
     /// The parsed origin, cloned per request so the host is never parsed again.
     pub base: Url,
+}
+
+/// `upstream_tls:`: the secrets holding a client certificate, its key and optionally the
+/// only CA bundle trusted for the upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// PEM certificate chain, leaf first.
+    pub certificate: SecretRef,
+    /// PEM private key.
+    pub key: SecretRef,
+    /// PEM CA certificates; when set, the only roots trusted.
+    pub ca_bundle: Option<SecretRef>,
+}
+
+impl UpstreamTls {
+    /// The secret references, certificate first.
+    pub fn references(&self) -> impl Iterator<Item = &SecretRef> {
+        [
+            Some(&self.certificate),
+            Some(&self.key),
+            self.ca_bundle.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// Where a route's credential comes from and how it is injected.
@@ -715,13 +749,6 @@ impl Validator<'_> {
 
     fn error(&mut self, path: &str, message: impl Into<String>) {
         self.push(Severity::Error, path, message);
-    }
-
-    fn unsupported(&mut self, path: &str, what: &str) {
-        self.error(
-            path,
-            format!("{what} is not available in this version of credproxy; remove the key"),
-        );
     }
 
     fn seconds(&mut self, path: &str, value: Option<i64>, default: u64) -> Duration {
@@ -1075,8 +1102,35 @@ impl Validator<'_> {
         let upstream = self.upstream(&format!("{p}.upstream"), &raw.upstream);
         let credential = self.credential(&format!("{p}.credential"), raw.credential);
 
-        if raw.upstream_tls.is_some() {
-            self.unsupported(&format!("{p}.upstream_tls"), "upstream mutual TLS");
+        let mut upstream_tls = None;
+        if let Some(tls) = &raw.upstream_tls {
+            let mut reference = |key: &str, text: &str| match SecretRef::parse(text) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.error(&format!("{p}.upstream_tls.{key}"), e);
+                    None
+                }
+            };
+            let certificate = reference("client_certificate", &tls.client_certificate);
+            let key = reference("client_key", &tls.client_key);
+            let ca_bundle = tls.ca_bundle.as_deref().map(|c| reference("ca_bundle", c));
+            match (certificate, key, ca_bundle) {
+                (Some(certificate), Some(key), None) => {
+                    upstream_tls = Some(UpstreamTls {
+                        certificate,
+                        key,
+                        ca_bundle: None,
+                    });
+                }
+                (Some(certificate), Some(key), Some(Some(ca))) => {
+                    upstream_tls = Some(UpstreamTls {
+                        certificate,
+                        key,
+                        ca_bundle: Some(ca),
+                    });
+                }
+                _ => ok = false,
+            }
         }
         let mut source_ranges = None;
         if let Some(ranges) = &raw.source_ranges {
@@ -1225,6 +1279,7 @@ impl Validator<'_> {
             max_body_bytes,
             scrub_responses: raw.scrub_responses.unwrap_or(true),
             source_ranges,
+            upstream_tls,
             rate_limit,
             route_rate_limit,
         })

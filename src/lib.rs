@@ -47,6 +47,7 @@ pub mod server;
 pub mod signing;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream_tls;
 
 use std::future::Future;
 use std::sync::Arc;

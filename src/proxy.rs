@@ -577,6 +577,7 @@ mod tests {
             max_body_bytes: 100,
             scrub_responses: true,
             source_ranges: None,
+            upstream_tls: None,
             rate_limit: None,
             route_rate_limit: None,
         };

@@ -47,6 +47,8 @@ pub struct RouteRuntime {
     pub metrics: RouteMetrics,
     /// Its rate limiters.
     pub limits: crate::limit::RouteLimits,
+    /// Its mutual-TLS client, when `upstream_tls` is set.
+    pub tls: Option<crate::upstream_tls::RouteTls>,
 }
 
 /// Everything the handler needs, shared by all requests.
@@ -86,6 +88,17 @@ impl App {
             .map(|(spec, credential)| {
                 let metrics = RouteMetrics::new(&spec.name);
                 let limits = crate::limit::RouteLimits::new(spec.rate_limit, spec.route_rate_limit);
+                let tls = spec.upstream_tls.as_ref().and_then(|t| {
+                    Some(crate::upstream_tls::RouteTls::new(
+                        &spec.name,
+                        secrets.entry(&t.certificate)?,
+                        secrets.entry(&t.key)?,
+                        match &t.ca_bundle {
+                            Some(ca) => Some(secrets.entry(ca)?),
+                            None => None,
+                        },
+                    ))
+                });
                 (
                     spec.name.clone(),
                     RouteRuntime {
@@ -93,6 +106,7 @@ impl App {
                         credential,
                         metrics,
                         limits,
+                        tls,
                     },
                 )
             })
@@ -463,9 +477,17 @@ async fn pipeline(
         };
         needles.filter(|_| route.spec.scrub_responses)
     };
+    let route_client;
+    let client = match &route.tls {
+        Some(tls) => {
+            route_client = tls.client()?;
+            &route_client
+        }
+        None => &app.client,
+    };
     let sent = tokio::time::Instant::now();
     let mut response = proxy::forward(
-        &app.client,
+        client,
         &route.spec,
         outgoing(&resolved, minted.as_ref(), body)?,
         needles(&resolved, minted.as_ref()).as_ref(),
@@ -499,7 +521,7 @@ async fn pipeline(
             minted = route.credential.minted(&resolved).await?;
             cx.retried = true;
             response = proxy::forward(
-                &app.client,
+                client,
                 &route.spec,
                 outgoing(&resolved, minted.as_ref(), proxy::OutBody::Full(replay))?,
                 needles(&resolved, minted.as_ref()).as_ref(),

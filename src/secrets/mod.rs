@@ -392,6 +392,11 @@ impl Fetched {
         }
     }
 
+    /// The raw payload.
+    pub fn payload(&self) -> &[u8] {
+        self.payload.expose_secret()
+    }
+
     /// Same version and same bytes.
     fn same_value(&self, other: &Fetched) -> bool {
         self.version == other.version
@@ -550,8 +555,12 @@ impl SecretStore {
             None
         };
         let mut entries: HashMap<String, Arc<SecretEntry>> = HashMap::new();
-        for route in &config.routes {
-            let reference = &route.credential.secret;
+        let references = config.routes.iter().flat_map(|route| {
+            std::iter::once(&route.credential.secret)
+                .chain(route.upstream_tls.iter().flat_map(|t| t.references()))
+                .map(move |r| (route, r))
+        });
+        for (route, reference) in references {
             let key = reference_key(reference);
             if entries.contains_key(&key) {
                 continue;
@@ -822,6 +831,11 @@ impl SecretStore {
         }
     }
 
+    /// The entry of a configured secret reference.
+    pub fn entry(&self, reference: &SecretRef) -> Option<Arc<SecretEntry>> {
+        self.entries.get(&reference_key(reference)).cloned()
+    }
+
     /// Whether every secret has a value (readiness).
     pub fn all_resolved(&self) -> bool {
         self.entries.values().all(|e| e.current.load().is_some())
@@ -875,6 +889,11 @@ impl SecretStore {
 }
 
 impl SecretEntry {
+    /// The current value, if any (for values used whole, such as TLS material).
+    pub fn current(&self) -> Option<Arc<Fetched>> {
+        self.current.load_full()
+    }
+
     /// Events name the project by number: match on the canonical name learned from the first
     /// access, else on the configured name, else (not read yet) on the secret id alone.
     fn matches_event(&self, secret_id: &str) -> bool {

@@ -10,6 +10,7 @@ mod forward;
 mod headers;
 mod lifecycle;
 mod limits;
+mod mtls;
 mod oauth2;
 mod observability;
 mod paths;
