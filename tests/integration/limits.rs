@@ -17,20 +17,17 @@ fn ranged_route(ranges: &str) -> String {
 }
 
 async fn world(hops: usize, ranges: &str) -> World {
-    let keys = Keys::new();
-    let jwks = FakeJwks::start(keys.signer.jwks()).await;
-    let upstream = FakeUpstream::start().await;
-    let config = default_config(&jwks, &upstream, &ranged_route(ranges)).replace(
-        "server:\n",
-        &format!("server:\n  trusted_proxy_hops: {hops}\n"),
-    );
-    let app = TestApp::spawn(&config, &keys).await;
-    World {
-        keys,
-        jwks,
-        upstream,
-        app,
-    }
+    World::custom(
+        &ranged_route(ranges),
+        |config| {
+            config.replace(
+                "server:\n",
+                &format!("server:\n  trusted_proxy_hops: {hops}\n"),
+            )
+        },
+        &default_env(),
+    )
+    .await
 }
 
 async fn get(w: &World, xff: Option<&str>) -> reqwest::Response {
@@ -92,9 +89,6 @@ async fn with_one_trusted_hop_only_the_last_entry_counts() {
 }
 
 async fn limited_world() -> World {
-    let keys = Keys::new();
-    let jwks = FakeJwks::start(keys.signer.jwks()).await;
-    let upstream = FakeUpstream::start().await;
     let route = format!(
         r#"  metered:
     upstream: "{{UPSTREAM}}"
@@ -107,13 +101,7 @@ async fn limited_world() -> World {
         paths: ["/**"]
 "#
     );
-    let app = TestApp::spawn(&default_config(&jwks, &upstream, &route), &keys).await;
-    World {
-        keys,
-        jwks,
-        upstream,
-        app,
-    }
+    World::custom(&route, |config| config, &default_env()).await
 }
 
 #[tokio::test]

@@ -5,17 +5,7 @@ use crate::harness::*;
 const OLD_ETL: &str = "old-etl@pipelines.iam.gserviceaccount.com";
 
 async fn world_with(top: &str) -> World {
-    let keys = Keys::new();
-    let jwks = FakeJwks::start(keys.signer.jwks()).await;
-    let upstream = FakeUpstream::start().await;
-    let config = format!("{top}{}", default_config(&jwks, &upstream, ""));
-    let app = TestApp::spawn(&config, &keys).await;
-    World {
-        keys,
-        jwks,
-        upstream,
-        app,
-    }
+    World::custom("", |config| format!("{top}{config}"), &default_env()).await
 }
 
 #[tokio::test]

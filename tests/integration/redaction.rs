@@ -103,12 +103,13 @@ async fn path_and_method_override_vectors_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn streaming_responses_hold_their_in_flight_slot_until_done() {
-    let keys = Keys::new();
-    let jwks = FakeJwks::start(keys.signer.jwks()).await;
-    let upstream = FakeUpstream::start().await;
-    let config =
-        default_config(&jwks, &upstream, "").replace("server:\n", "server:\n  max_in_flight: 1\n");
-    let app = TestApp::spawn(&config, &keys).await;
+    let w = World::custom(
+        "",
+        |config| config.replace("server:\n", "server:\n  max_in_flight: 1\n"),
+        &default_env(),
+    )
+    .await;
+    let app = &w.app;
     // Headers arrive at once, the body takes ~1.5 s.
     let first = app.get_as(READER, "/q/v1/drip/5").await;
     assert_eq!(first.status(), 200);

@@ -40,29 +40,14 @@ fn routes() -> String {
 }
 
 async fn world() -> World {
-    let keys = Keys::new();
-    let jwks = FakeJwks::start(keys.signer.jwks()).await;
-    let upstream = FakeUpstream::start().await;
     let mut env = default_env();
     env.push(("HMAC_SECRET".to_string(), HMAC_KEY.to_string()));
     env.push(("AWS_SECRET".to_string(), AWS.to_string()));
-    let app = TestApp::spawn_with(
-        &default_config(&jwks, &upstream, &routes()),
-        &keys,
-        &env,
-        &[],
-    )
-    .await;
-    app.wait_ready().await;
-    let mut app = app;
-    app.forbidden
+    let mut w = World::custom(&routes(), |config| config, &env).await;
+    w.app
+        .forbidden
         .push("SECRET/aws/wJalrXUtnFEMI/K7MDENG".to_string());
-    World {
-        keys,
-        jwks,
-        upstream,
-        app,
-    }
+    w
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {

@@ -738,6 +738,27 @@ pub struct World {
 }
 
 impl World {
+    /// A ready server with the default config (plus `extra_routes`) passed through `edit`
+    /// (to add top-level keys or change settings), and `env` as its environment.
+    pub async fn custom(
+        extra_routes: &str,
+        edit: impl FnOnce(String) -> String,
+        env: &[(String, String)],
+    ) -> World {
+        let keys = Keys::new();
+        let jwks = FakeJwks::start(keys.signer.jwks()).await;
+        let upstream = FakeUpstream::start().await;
+        let config = edit(default_config(&jwks, &upstream, extra_routes));
+        let app = TestApp::spawn_with(&config, &keys, env, &[]).await;
+        app.wait_ready().await;
+        World {
+            keys,
+            jwks,
+            upstream,
+            app,
+        }
+    }
+
     pub async fn start() -> World {
         Self::with_routes("").await
     }
