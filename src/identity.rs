@@ -316,7 +316,7 @@ impl Verifier {
             && *hit.token == *token
         {
             let now = chrono::Utc::now().timestamp();
-            if now <= hit.exp + self.leeway_seconds as i64
+            if now <= hit.exp.saturating_add(self.leeway_seconds as i64)
                 && self.keys.load().keys.contains_key(&*hit.kid)
             {
                 return Ok(Caller {
@@ -350,7 +350,10 @@ impl Verifier {
     ) -> Result<Caller, AuthError> {
         let token = bearer_token(headers)?;
         if let Some(unsigned) = token.strip_suffix(SIGNATURE_REMOVED) {
-            if !signature_removed_ok {
+            // Cloud Run checked (and stripped) this token only if no
+            // X-Serverless-Authorization came along: with one, it checked that header and
+            // passed Authorization on untouched, so an unsigned token here proves nothing.
+            if !signature_removed_ok || headers.contains_key("x-serverless-authorization") {
                 return Err(AuthError::SignatureRemoved);
             }
             return self.check_unsigned_push(unsigned, audience);
@@ -393,7 +396,7 @@ impl Verifier {
         let now = chrono::Utc::now().timestamp();
         if claims
             .exp
-            .is_none_or(|exp| exp + (self.leeway_seconds as i64) < now)
+            .is_none_or(|exp| exp.saturating_add(self.leeway_seconds as i64) < now)
         {
             return Err(AuthError::Expired);
         }

@@ -67,6 +67,9 @@ pub enum StartError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// A broken invariant found at start.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Resolves credentials, binds the listener, keeps the JWKS fresh and serves until

@@ -120,6 +120,13 @@ pub fn upstream_headers(
         out.insert(name.clone(), value.clone());
     }
     out.insert(crate::server::X_REQUEST_ID, request_id.clone());
+    if route.scrub_responses {
+        // A compressed body cannot be scrubbed: ask for the identity encoding.
+        out.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
     if let Prepared::Header { name, value } = &resolved.injection {
         // `insert` replaces every same-named header, whatever case the caller used.
         out.insert(name.clone(), value.clone());
@@ -435,6 +442,17 @@ pub async fn forward(
         Ok(Ok(response)) => response,
     };
     let status = response.status();
+    if needles.is_some()
+        && response
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        // Asked for identity and got a compressed body anyway: it cannot be checked for the
+        // credential, so it is not passed on (fail closed).
+        tracing::warn!(route = %route.name, "upstream sent a compressed body although asked for identity; refused because it cannot be scrubbed");
+        return Err(ProxyError::UpstreamUnreachable);
+    }
     let mut out_headers = HeaderMap::with_capacity(response.headers().len() + 1);
     let named = connection_tokens(response.headers());
     for (name, value) in response.headers() {
@@ -620,7 +638,8 @@ mod tests {
         }
         let out = upstream_headers(&caller, &spec, &resolved, &HeaderValue::from_static("id1"));
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(out["accept-encoding"], "identity", "scrubbing routes ask for identity");
         assert_eq!(out["accept"], "application/json");
         assert_eq!(out["x-api-version"], "2024");
         assert_eq!(out["x-request-id"], "id1");

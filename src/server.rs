@@ -31,6 +31,10 @@ use crate::secrets::{self, Credential, Minted, Resolved, SecretStore};
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Request bodies held whole in memory (for signing) across all requests, at most: beyond
+/// it, requests that need one get 503 `overloaded` instead of exhausting memory.
+pub const BODY_BUDGET_KIB: usize = 128 * 1024;
+
 /// Where Pub/Sub pushes Secret Manager events.
 pub const EVENTS_PATH: &str = "/_credproxy/events/secret-manager";
 /// How long SIGTERM waits for in-flight requests (Cloud Run kills after 10 s).
@@ -66,6 +70,8 @@ pub struct App {
     /// Where audit entries go.
     pub audit: AuditSink,
     in_flight: Arc<AtomicUsize>,
+    /// Bytes of request bodies held in memory for signing, in KiB permits.
+    body_budget: Arc<tokio::sync::Semaphore>,
     /// Metric handles of requests that resolved no route.
     unrouted: RouteMetrics,
 }
@@ -79,7 +85,7 @@ impl App {
         secrets: Arc<SecretStore>,
         credentials: Vec<Arc<Credential>>,
         audit: AuditSink,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::StartError> {
         let routes = config
             .routes
             .iter()
@@ -88,18 +94,31 @@ impl App {
             .map(|(spec, credential)| {
                 let metrics = RouteMetrics::new(&spec.name);
                 let limits = crate::limit::RouteLimits::new(spec.rate_limit, spec.route_rate_limit);
-                let tls = spec.upstream_tls.as_ref().and_then(|t| {
-                    Some(crate::upstream_tls::RouteTls::new(
-                        &spec.name,
-                        secrets.entry(&t.certificate)?,
-                        secrets.entry(&t.key)?,
-                        match &t.ca_bundle {
-                            Some(ca) => Some(secrets.entry(ca)?),
-                            None => None,
-                        },
-                    ))
-                });
-                (
+                // The store registered every upstream_tls reference; a missing one is a bug,
+                // and must stop the start rather than fall back to a client without a
+                // certificate.
+                let tls = match &spec.upstream_tls {
+                    None => None,
+                    Some(t) => {
+                        let entry = |r| {
+                            secrets.entry(r).ok_or_else(|| {
+                                crate::StartError::Internal(format!(
+                                    "route {}: no secret entry for {}",
+                                    spec.name,
+                                    r.resource()
+                                ))
+                            })
+                        };
+                        Some(crate::upstream_tls::RouteTls::new(
+                            &spec.name,
+                            secrets.clone(),
+                            entry(&t.certificate)?,
+                            entry(&t.key)?,
+                            t.ca_bundle.as_ref().map(entry).transpose()?,
+                        ))
+                    }
+                };
+                Ok((
                     spec.name.clone(),
                     RouteRuntime {
                         spec,
@@ -108,9 +127,9 @@ impl App {
                         limits,
                         tls,
                     },
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, crate::StartError>>()?;
         Ok(App {
             client: upstream_client()?,
             routes,
@@ -119,6 +138,7 @@ impl App {
             config,
             audit,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
             unrouted: RouteMetrics::new(""),
         })
     }
@@ -431,16 +451,31 @@ async fn pipeline(
 
     // rewrite + forward; a small body is held so that a 401 caused by a rotated credential
     // or an expired token can be retried once with the new one.
+    let mut _body_permit = None;
     let body = if route.spec.credential.inject.needs_body() {
+        let expected = http_body::Body::size_hint(&body)
+            .exact()
+            .unwrap_or(route.spec.max_body_bytes)
+            .min(route.spec.max_body_bytes);
+        let kib = u32::try_from(expected.div_ceil(1024)).unwrap_or(u32::MAX);
+        _body_permit = Some(
+            app.body_budget
+                .clone()
+                .try_acquire_many_owned(kib)
+                .map_err(|_| ProxyError::Overloaded)?,
+        );
         proxy::buffered(body, route.spec.max_body_bytes).await?
     } else if route.credential.retries_on_401() {
         proxy::replayable(body, route.spec.max_body_bytes).await?
     } else {
         proxy::OutBody::Stream(body)
     };
+    // Replayable: no body, or one held in memory of at most 64 KiB.
     let replay = match &body {
-        proxy::OutBody::Full(bytes) => Some(bytes.clone()),
-        proxy::OutBody::Stream(_) => None,
+        proxy::OutBody::Full(bytes) if bytes.len() as u64 <= proxy::REPLAY_LIMIT => {
+            Some(bytes.clone())
+        }
+        _ => None,
     };
     let query = proxy::caller_query(parts.uri.query(), &resolved);
     cx.set_query(parts.uri.path(), query.as_deref());
@@ -585,12 +620,14 @@ async fn events(
             tracing::info!(secret_id, event_type, outcome = ?outcome, "Secret Manager event");
         }
         SecretEvent::RotationDue { secret_id } => {
-            let configured = app.secrets.matching_resources(&secret_id);
-            tracing::warn!(
-                secret_id,
-                configured = ?configured,
-                "rotation is due for this secret: add a new version (credproxy picks it up at once)"
-            );
+            let configured = app.secrets.rotation_reminders(&secret_id);
+            if !configured.is_empty() {
+                tracing::warn!(
+                    secret_id,
+                    configured = ?configured,
+                    "rotation is due for this secret: add a new version (credproxy picks it up at once)"
+                );
+            }
         }
         SecretEvent::Other { event_type } => {
             tracing::debug!(event_type = ?event_type, "Secret Manager event ignored");

@@ -13,7 +13,7 @@ use arc_swap::ArcSwapOption;
 use secrecy::SecretSlice;
 
 use crate::error::ProxyError;
-use crate::secrets::{SecretEntry, SecretError};
+use crate::secrets::{SecretEntry, SecretError, SecretStore};
 use crate::tls::{TlsMaterial, build_client, fingerprint};
 
 type Generations = (u64, u64, u64);
@@ -27,6 +27,7 @@ struct Built {
 /// The TLS material of one route and the client built from it.
 pub struct RouteTls {
     route: String,
+    store: Arc<SecretStore>,
     certificate: Arc<SecretEntry>,
     key: Arc<SecretEntry>,
     ca_bundle: Option<Arc<SecretEntry>>,
@@ -45,12 +46,14 @@ impl RouteTls {
     /// The material of `route`, from its secret entries.
     pub fn new(
         route: &str,
+        store: Arc<SecretStore>,
         certificate: Arc<SecretEntry>,
         key: Arc<SecretEntry>,
         ca_bundle: Option<Arc<SecretEntry>>,
     ) -> Self {
         RouteTls {
             route: route.to_string(),
+            store,
             certificate,
             key,
             ca_bundle,
@@ -79,6 +82,16 @@ impl RouteTls {
             return Err(self.unavailable("the CA bundle is not resolved yet".to_string()));
         }
         let ca = ca.flatten();
+        // Material whose refreshes have failed past cache_ttl + max_stale is not used,
+        // exactly like an injected credential.
+        for (entry, fetched) in [(&self.certificate, &certificate), (&self.key, &key)]
+            .into_iter()
+            .chain(self.ca_bundle.as_ref().zip(ca.as_ref()))
+        {
+            self.store
+                .check_usable(entry, fetched)
+                .map_err(ProxyError::CredentialUnavailable)?;
+        }
         let generations = (
             certificate.generation,
             key.generation,

@@ -406,6 +406,10 @@ impl Fetched {
 
 /// Minimum time between two event-triggered re-reads of one secret.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(1);
+/// Minimum time between two refresher wake-ups caused by requests finding a value stale.
+pub const REQUEST_WAKE_INTERVAL: Duration = Duration::from_secs(5);
+/// Minimum time between two rotation reminders for one secret.
+pub const ROTATION_REMINDER_INTERVAL: Duration = Duration::from_secs(300);
 /// Minimum time between two store reads of one secret caused by upstream 401s.
 pub const UNAUTHORIZED_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the same store failure of one secret is logged.
@@ -424,6 +428,13 @@ pub struct SecretEntry {
     unauthorized_gate: tokio::sync::Mutex<Option<Instant>>,
     last_event: Mutex<Option<Instant>>,
     last_failure_log: Mutex<Option<(String, Instant)>>,
+    /// Rotation reminders (`SECRET_ROTATE`) logged at most once per interval.
+    last_rotation_reminder: Mutex<Option<Instant>>,
+    /// Request-triggered wake-ups of the refresher, at most one per interval: a failing
+    /// store must not be re-read at request rate.
+    last_request_wake: Mutex<Option<Instant>>,
+    /// A failed cold read, held (with a growing hold) so requests do not each re-read.
+    cold_failure: Mutex<Option<(Instant, Duration, SecretError)>>,
     counters: SecretCounters,
 }
 
@@ -463,6 +474,9 @@ impl SecretEntry {
             unauthorized_gate: tokio::sync::Mutex::new(None),
             last_event: Mutex::new(None),
             last_failure_log: Mutex::new(None),
+            last_rotation_reminder: Mutex::new(None),
+            last_request_wake: Mutex::new(None),
+            cold_failure: Mutex::new(None),
         }
     }
 
@@ -795,6 +809,12 @@ impl SecretStore {
 
     /// A read with nothing cached yet: concurrent callers share one fetch.
     async fn cold_read(&self, entry: &SecretEntry) -> Result<Arc<Fetched>, SecretError> {
+        if let Ok(held) = entry.cold_failure.lock()
+            && let Some((until, _, err)) = held.as_ref()
+            && Instant::now() < *until
+        {
+            return Err(err.clone());
+        }
         let result = self
             .cold
             .try_get_with(entry.key.clone(), async {
@@ -806,10 +826,20 @@ impl SecretStore {
                 if entry.current.load().is_none() {
                     entry.current.store(Some(fetched.clone()));
                 }
+                if let Ok(mut held) = entry.cold_failure.lock() {
+                    *held = None;
+                }
                 Ok(fetched)
             }
             Err(err) => {
                 self.log_failure(entry, &err);
+                // Hold the failure (1 s, doubling to 30 s) so each request does not re-read.
+                if let Ok(mut held) = entry.cold_failure.lock() {
+                    let hold = held.as_ref().map_or(Duration::from_secs(1), |(_, h, _)| {
+                        (*h * 2).min(Duration::from_secs(30))
+                    });
+                    *held = Some((Instant::now() + hold, hold, (*err).clone()));
+                }
                 Err((*err).clone())
             }
         }
@@ -878,13 +908,21 @@ impl SecretStore {
         }
     }
 
-    /// The configured resources matching an event's secret (for rotation reminders).
-    pub fn matching_resources(&self, secret_id: &str) -> Vec<String> {
+    /// The configured resources matching a `SECRET_ROTATE` event that are due a reminder
+    /// (at most one per secret per [`ROTATION_REMINDER_INTERVAL`]); empty for unknown
+    /// secrets, so forged events cannot flood the log.
+    pub fn rotation_reminders(&self, secret_id: &str) -> Vec<String> {
         self.entries
             .values()
             .filter(|e| e.matches_event(secret_id))
+            .filter(|e| SecretEntry::claim(&e.last_rotation_reminder, ROTATION_REMINDER_INTERVAL))
             .map(|e| e.reference.resource())
             .collect()
+    }
+
+    /// Whether a fetched value of `entry` may still be served (`cache_ttl + max_stale`).
+    pub fn check_usable(&self, entry: &SecretEntry, fetched: &Fetched) -> Result<(), SecretError> {
+        self.usable(entry, fetched)
     }
 }
 
@@ -1077,7 +1115,9 @@ impl Credential {
             }
         };
         if let Err(err) = self.store.usable(&self.entry, &fetched) {
-            self.entry.wake.notify_one();
+            if SecretEntry::claim(&self.entry.last_request_wake, REQUEST_WAKE_INTERVAL) {
+                self.entry.wake.notify_one();
+            }
             return Err(err);
         }
         if self.entry.refreshes() && fetched.fetched_at.elapsed() > self.store.settings.cache_ttl {

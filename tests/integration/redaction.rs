@@ -122,3 +122,31 @@ async fn streaming_responses_hold_their_in_flight_slot_until_done() {
     let _ = first.bytes().await.expect("body");
     assert_eq!(app.get_as(READER, "/api/v1/items").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_caller_asking_for_gzip_still_gets_a_scrubbed_response() {
+    let w = World::start().await;
+    let r = w
+        .app
+        .request_as(reqwest::Method::GET, READER, "/api/v1/gzip-echo")
+        .header("Accept-Encoding", "gzip, deflate")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-encoding").is_none());
+    let body = r.text().await.expect("body");
+    assert!(body.starts_with("accept-encoding=identity;"), "{body}");
+    assert!(
+        body.contains("[redacted]") && !body.contains(SECRET),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_compressed_body_that_cannot_be_scrubbed_is_refused() {
+    let w = World::start().await;
+    let r = w.app.get_as(READER, "/api/v1/force-gzip").await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(error_body(r).await["error"], "upstream_unreachable");
+}

@@ -220,6 +220,19 @@ async fn behind_cloud_run_a_signature_removed_push_token_is_accepted_for_events_
         .await
         .expect("push");
     assert_eq!(r.status(), 204);
+    // With X-Serverless-Authorization present, Cloud Run checked that header, not this
+    // one: an unsigned Authorization token is then a forgery.
+    let invoker = keys.token(READER);
+    let r = app
+        .client
+        .post(app.url("/_credproxy/events/secret-manager"))
+        .bearer_auth(&stripped)
+        .header("X-Serverless-Authorization", format!("Bearer {invoker}"))
+        .body(push_body("SECRET_VERSION_ADD", &secret_id))
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(r.status(), 401);
     // The same kind of token is still refused on proxied routes.
     let caller = keys.token(READER);
     let (head, _) = caller.rsplit_once('.').expect("jwt");

@@ -341,3 +341,31 @@ async fn secret_manager_calls_stay_near_one_per_ttl_under_load() {
         "{calls} store calls in 3 s at a 1 s TTL"
     );
 }
+
+#[tokio::test]
+async fn a_failing_store_is_not_read_at_request_rate() {
+    // Never resolved (cold reads fail): failures are held, not retried per request.
+    let w = SmWorld::start("  warm_on_start: false\n", "", false).await;
+    w.app.wait_ready().await;
+    w.sm.set_mode(Mode::PermissionDenied);
+    for _ in 0..50 {
+        assert_eq!(w.app.get_as(READER, "/sm/v1/items").await.status(), 503);
+    }
+    let cold = w.sm.calls(SM_SECRET);
+    assert!(cold <= 3, "{cold} store reads for 50 requests");
+
+    // Stale (refreshes failing past TTL + max_stale): requests wake the refresher at most
+    // once per interval.
+    let w = SmWorld::start("  cache_ttl_seconds: 1\n  max_stale_seconds: 1\n", "", true).await;
+    w.sm.set_mode(Mode::PermissionDenied);
+    let before = w.sm.calls(SM_SECRET);
+    let started = tokio::time::Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        let _ = w.app.get_as(READER, "/sm/v1/items").await;
+        requests += 1;
+    }
+    let reads = w.sm.calls(SM_SECRET) - before;
+    assert!(requests > 50, "{requests} requests");
+    assert!(reads <= 8, "{reads} store reads in 4 s of traffic");
+}

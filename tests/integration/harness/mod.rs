@@ -306,6 +306,27 @@ async fn upstream_handler(State(state): State<UpstreamState>, request: Request) 
                 .unwrap_or(http::StatusCode::OK);
             (code, format!("status {code}")).into_response()
         }
+        [.., "gzip-echo"] => {
+            // Compresses (well, labels it so) only when the request asks for gzip, like a
+            // real upstream; otherwise reflects the credential in plain text.
+            let accept = parts
+                .headers
+                .get("accept-encoding")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let auth = parts
+                .headers
+                .get("authorization")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            if accept.contains("gzip") {
+                ([("content-encoding", "gzip")], format!("gz:{auth}")).into_response()
+            } else {
+                format!("accept-encoding={accept}; {auth}").into_response()
+            }
+        }
+        [.., "force-gzip"] => ([("content-encoding", "gzip")], "compressed anyway").into_response(),
         [.., "echo"] => {
             // A debug endpoint that reflects the request: headers and query in the body, the
             // credential in a header and in a redirect-style Location.
