@@ -639,7 +639,10 @@ mod tests {
         let out = upstream_headers(&caller, &spec, &resolved, &HeaderValue::from_static("id1"));
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names.len(), 5, "{names:?}");
-        assert_eq!(out["accept-encoding"], "identity", "scrubbing routes ask for identity");
+        assert_eq!(
+            out["accept-encoding"], "identity",
+            "scrubbing routes ask for identity"
+        );
         assert_eq!(out["accept"], "application/json");
         assert_eq!(out["x-api-version"], "2024");
         assert_eq!(out["x-request-id"], "id1");
