@@ -199,13 +199,7 @@ async fn every_request_logs_exactly_one_entry_and_health_is_not_audited() {
         ids.push(request_id(&w.app.get_as(READER, path).await));
     }
     for path in ["/_credproxy/health", "/_credproxy/ready"] {
-        let r = w
-            .app
-            .client
-            .get(w.app.url(path))
-            .send()
-            .await
-            .expect("request");
+        let r = w.app.get(path).await;
         assert!(r.headers().get("x-request-id").is_some(), "{path}");
     }
     let r = w

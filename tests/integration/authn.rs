@@ -44,13 +44,7 @@ async fn accepts_a_valid_google_id_token() {
 #[tokio::test]
 async fn rejects_missing_and_non_bearer_credentials() {
     let w = World::start().await;
-    let r = w
-        .app
-        .client
-        .get(w.app.url("/api/v1/items"))
-        .send()
-        .await
-        .expect("request");
+    let r = w.app.get("/api/v1/items").await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let r = w
@@ -293,13 +287,7 @@ async fn a_token_in_the_query_string_is_never_accepted() {
     let w = World::start().await;
     let token = w.keys.token(READER);
     for q in ["access_token", "token", "id_token"] {
-        let r = w
-            .app
-            .client
-            .get(w.app.url(&format!("/api/v1/items?{q}={token}")))
-            .send()
-            .await
-            .expect("request");
+        let r = w.app.get(&format!("/api/v1/items?{q}={token}")).await;
         assert_eq!(r.status(), 401, "{q}");
     }
 }
@@ -308,13 +296,7 @@ async fn a_token_in_the_query_string_is_never_accepted() {
 async fn unauthenticated_callers_learn_nothing_about_routes() {
     let w = World::start().await;
     for path in ["/api/v1/items", "/no-such-route/x", "/api/../etc/passwd"] {
-        let r = w
-            .app
-            .client
-            .get(w.app.url(path))
-            .send()
-            .await
-            .expect("request");
+        let r = w.app.get(path).await;
         assert_eq!(r.status(), 401, "{path}");
     }
 }

@@ -30,19 +30,9 @@ async fn health_is_200_and_ready_waits_for_the_jwks() {
         &[],
     )
     .await;
-    let health = app
-        .client
-        .get(app.url("/_credproxy/health"))
-        .send()
-        .await
-        .expect("health");
+    let health = app.get("/_credproxy/health").await;
     assert_eq!(health.status(), 200);
-    let ready = app
-        .client
-        .get(app.url("/_credproxy/ready"))
-        .send()
-        .await
-        .expect("ready");
+    let ready = app.get("/_credproxy/ready").await;
     assert_eq!(ready.status(), 503, "not ready before the JWKS was fetched");
     // Requests meanwhile are 401 (no keys), the process keeps running.
     let r = app.get_as(READER, "/api/v1/items").await;

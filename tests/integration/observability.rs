@@ -11,13 +11,7 @@ async fn world_with(top: &str) -> World {
 #[tokio::test]
 async fn metrics_are_404_unless_enabled() {
     let w = World::start().await;
-    let r = w
-        .app
-        .client
-        .get(w.app.url("/_credproxy/metrics"))
-        .send()
-        .await
-        .expect("metrics");
+    let r = w.app.get("/_credproxy/metrics").await;
     assert_eq!(r.status(), 404);
 }
 
@@ -27,23 +21,8 @@ async fn metrics_count_requests_secrets_and_jwks_without_leaking() {
     assert_eq!(w.app.get_as(READER, "/api/v1/items").await.status(), 200);
     assert_eq!(w.app.get_as(READER, "/api/v1/echo").await.status(), 200);
     assert_eq!(w.app.get_as(STRANGER, "/api/v1/items").await.status(), 403);
-    assert_eq!(
-        w.app
-            .client
-            .get(w.app.url("/api/v1/x"))
-            .send()
-            .await
-            .expect("r")
-            .status(),
-        401
-    );
-    let r = w
-        .app
-        .client
-        .get(w.app.url("/_credproxy/metrics"))
-        .send()
-        .await
-        .expect("metrics");
+    assert_eq!(w.app.get("/api/v1/x").await.status(), 401);
+    let r = w.app.get("/_credproxy/metrics").await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.expect("text");
     for want in [
@@ -77,13 +56,7 @@ async fn metrics_can_listen_on_their_own_port() {
         "metrics: {{ enabled: true, listen: \"127.0.0.1:{port}\" }}\n"
     ))
     .await;
-    let main = w
-        .app
-        .client
-        .get(w.app.url("/_credproxy/metrics"))
-        .send()
-        .await
-        .expect("main");
+    let main = w.app.get("/_credproxy/metrics").await;
     assert_eq!(main.status(), 404, "not on the main port");
     let own = w
         .app
@@ -137,13 +110,7 @@ async fn decoys_are_refused_as_usual_and_raise_an_alert() {
     assert_eq!(e["caller"], OLD_ETL);
 
     // Even an unauthenticated probe of a decoy route alerts (and is a plain 401).
-    let r = w
-        .app
-        .client
-        .get(w.app.url("/billing-admin/x"))
-        .send()
-        .await
-        .expect("request");
+    let r = w.app.get("/billing-admin/x").await;
     assert_eq!(r.status(), 401);
     let id = r.headers()["x-request-id"]
         .to_str()

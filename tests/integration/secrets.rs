@@ -250,12 +250,7 @@ async fn permission_denied_keeps_ready_503_and_names_the_role_once() {
     let config = sm_config(&jwks, &upstream, &sm, "", "");
     let app = TestApp::spawn_with(&config, &keys, &default_env(), &[]).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let ready = app
-        .client
-        .get(app.url("/_credproxy/ready"))
-        .send()
-        .await
-        .expect("ready");
+    let ready = app.get("/_credproxy/ready").await;
     assert_eq!(ready.status(), 503);
     let body = ready.text().await.expect("body");
     assert!(body.contains("projects/acme/secrets/stripe-key"), "{body}");

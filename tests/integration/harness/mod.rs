@@ -606,6 +606,15 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// GET `path` without credentials.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// GET `path` as `email`.
     pub async fn get_as(&self, email: &str, path: &str) -> reqwest::Response {
         let token = self.keys.token(email);
