@@ -67,6 +67,9 @@ pub enum StartError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// An environment setting has a value it cannot take.
+    #[error("{0}")]
+    Setting(String),
     /// A broken invariant found at start.
     #[error("internal error: {0}")]
     Internal(String),
@@ -79,6 +82,7 @@ pub async fn run(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let threads = serving_threads(env)?;
     let verifier = Arc::new(identity::Verifier::new(&config.identity)?);
     let (store, credentials) = secrets::SecretStore::build(&config, env).await?;
     let project_id = project_id(&config, env).await;
@@ -95,11 +99,13 @@ pub async fn run(
         store.clone(),
         credentials,
         audit.clone(),
+        threads,
     )?);
     let listener = tokio::net::TcpListener::bind(app.config.listen).await?;
     tracing::info!(
         address = %listener.local_addr()?,
         routes = app.routes.len(),
+        serving_threads = app.threads(),
         environment = app.config.environment.as_deref().unwrap_or(""),
         jwks_url = %app.config.identity.jwks_url,
         project_id = project_id.as_deref().unwrap_or(""),
@@ -137,6 +143,19 @@ pub async fn run(
     evictor.abort();
     audit.flush().await;
     result.map_err(StartError::from)
+}
+
+/// Threads that serve connections: `$CREDPROXY_WORKER_THREADS`, else one per CPU.
+pub fn serving_threads(env: &(dyn Fn(&str) -> Option<String> + Sync)) -> Result<usize, StartError> {
+    match env("CREDPROXY_WORKER_THREADS").filter(|v| !v.trim().is_empty()) {
+        None => Ok(std::thread::available_parallelism().map_or(1, usize::from)),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n @ 0..=1024) => Ok(n.max(1)),
+            _ => Err(StartError::Setting(format!(
+                "CREDPROXY_WORKER_THREADS={v:?} is not a thread count: use a whole number from 1 to 1024, or unset it for one per CPU"
+            ))),
+        },
+    }
 }
 
 /// The project id for trace names: config, else `$GOOGLE_CLOUD_PROJECT`, else (on Cloud Run,

@@ -153,19 +153,13 @@ fn env_sync(name: &str) -> Option<String> {
 fn run_runtime(
     future: impl std::future::Future<Output = Result<(), credproxy::StartError>>,
 ) -> ExitCode {
-    // CREDPROXY_WORKER_THREADS: runtime worker threads (default: one per CPU; 0 = a single
-    // current-thread runtime, which avoids cross-thread wake-ups on 1-vCPU instances).
-    let workers = env("CREDPROXY_WORKER_THREADS").and_then(|w| w.parse::<usize>().ok());
-    let mut builder = match workers {
-        Some(0) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let runtime = match builder.enable_all().build() {
+    // Startup, refreshers and the accept loop run here; connections are served on the
+    // threads `server::serve` starts (CREDPROXY_WORKER_THREADS, default one per CPU), each
+    // with a runtime of its own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("credproxy: cannot start the runtime: {e}");

@@ -65,8 +65,11 @@ pub struct App {
     pub verifier: Arc<Verifier>,
     /// Every secret and its refreshers.
     pub secrets: Arc<SecretStore>,
-    /// The one pooled upstream client.
+    /// The pooled upstream client of serving thread 0 (see [`serve`]).
     pub client: reqwest::Client,
+    /// One pooled upstream client per serving thread (the first is `client`), so a
+    /// request's upstream connections live on the thread that serves it.
+    clients: Vec<reqwest::Client>,
     /// Where audit entries go.
     pub audit: AuditSink,
     in_flight: Arc<AtomicUsize>,
@@ -85,6 +88,7 @@ impl App {
         secrets: Arc<SecretStore>,
         credentials: Vec<Arc<Credential>>,
         audit: AuditSink,
+        threads: usize,
     ) -> Result<Self, crate::StartError> {
         let routes = config
             .routes
@@ -130,8 +134,13 @@ impl App {
                 ))
             })
             .collect::<Result<_, crate::StartError>>()?;
+        let client = upstream_client()?;
+        let clients = std::iter::once(Ok(client.clone()))
+            .chain((1..threads).map(|_| upstream_client()))
+            .collect::<Result<_, _>>()?;
         Ok(App {
-            client: upstream_client()?,
+            client,
+            clients,
             routes,
             verifier,
             secrets,
@@ -141,6 +150,18 @@ impl App {
             body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
             unrouted: RouteMetrics::new(""),
         })
+    }
+
+    /// Serving threads: connections are spread over this many threads.
+    pub fn threads(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// The upstream client of the thread serving a request.
+    pub fn client_for(&self, thread: Option<&ServingThread>) -> &reqwest::Client {
+        thread
+            .and_then(|t| self.clients.get(t.0))
+            .unwrap_or(&self.client)
     }
 
     /// Ready when the JWKS was fetched and (with `warm_on_start`) every secret resolved once.
@@ -518,7 +539,7 @@ async fn pipeline(
             route_client = tls.client()?;
             &route_client
         }
-        None => &app.client,
+        None => app.client_for(parts.extensions.get::<ServingThread>()),
     };
     let sent = tokio::time::Instant::now();
     let mut response = proxy::forward(
@@ -643,16 +664,15 @@ async fn events(
 /// Largest Pub/Sub push body read.
 const EVENT_BODY_LIMIT: usize = 1024 * 1024;
 
-/// Serves until `shutdown` completes, then stops accepting and drains in-flight requests for
-/// up to [`DRAIN_TIMEOUT`].
-pub async fn serve(
-    listener: TcpListener,
-    app: Arc<App>,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let router = router(app.clone());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+/// The serving thread a request arrived on (a request extension), which picks its
+/// upstream client.
+#[derive(Debug, Clone, Copy)]
+pub struct ServingThread(pub usize);
+
+type ConnBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+
+fn connection_builder(app: &App) -> ConnBuilder {
+    let mut builder = ConnBuilder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -663,6 +683,124 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024);
+    builder
+}
+
+/// Serves one accepted connection on the current runtime until it closes or drains.
+fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    thread: usize,
+    router: &axum::Router,
+    builder: &ConnBuilder,
+    graceful: hyper_util::server::graceful::Watcher,
+) -> impl Future<Output = ()> + Send + 'static {
+    let _ = stream.set_nodelay(true);
+    let router = router.clone();
+    let service =
+        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(ServingThread(thread));
+            router.clone().oneshot(req.map(Body::new))
+        });
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    let conn = graceful.watch(conn);
+    async move {
+        if let Err(err) = conn.await {
+            tracing::debug!(error = %err, "connection ended with an error");
+        }
+    }
+}
+
+/// A serving thread: its own single-threaded runtime, fed accepted connections.
+struct Worker {
+    connections: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    /// Connections it is serving now.
+    open: Arc<AtomicUsize>,
+    /// Completes (or fails) once it has drained after its queue was closed.
+    drained: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Starts serving thread `index`. It serves the connections it is handed, each for its
+/// whole life; when its queue closes it drains them and ends.
+fn spawn_worker(
+    index: usize,
+    router: axum::Router,
+    builder: ConnBuilder,
+) -> std::io::Result<Worker> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+    let (drained_tx, drained) = tokio::sync::oneshot::channel();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    std::thread::Builder::new()
+        .name(format!("credproxy-serve-{index}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+                while let Some((stream, peer)) = rx.recv().await {
+                    // Registered with this thread's runtime, so its readiness events and
+                    // every task of the connection stay on this thread.
+                    let stream = match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) => stream,
+                        Err(err) => {
+                            counter.fetch_sub(1, Ordering::AcqRel);
+                            tracing::warn!(error = %err, "cannot register an accepted connection");
+                            continue;
+                        }
+                    };
+                    let counter = counter.clone();
+                    let conn = serve_connection(
+                        stream,
+                        peer,
+                        index,
+                        &router,
+                        &builder,
+                        graceful.watcher(),
+                    );
+                    tokio::spawn(async move {
+                        conn.await;
+                        counter.fetch_sub(1, Ordering::AcqRel);
+                    });
+                }
+                graceful.shutdown().await;
+                let _ = drained_tx.send(());
+            });
+        })?;
+    Ok(Worker {
+        connections: tx,
+        open,
+        drained,
+    })
+}
+
+/// Serves until `shutdown` completes, then stops accepting and drains in-flight requests for
+/// up to [`DRAIN_TIMEOUT`].
+///
+/// With more than one serving thread ([`App::threads`]), each runs its own single-threaded
+/// runtime and serves whole connections: a connection, its requests and their upstream
+/// connections stay on one thread, like nginx's worker processes, so no request pays for
+/// waking another thread. Each accepted connection goes to the thread serving the fewest.
+/// With one, connections are served on the calling runtime.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let router = router(app.clone());
+    let builder = connection_builder(&app);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let workers = if app.threads() > 1 {
+        (0..app.threads())
+            .map(|i| spawn_worker(i, router.clone(), builder.clone()))
+            .collect::<std::io::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -677,27 +815,50 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service =
-            hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(req.map(Body::new))
-            });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "connection ended with an error");
+        let Some(worker) = workers
+            .iter()
+            .min_by_key(|w| w.open.load(Ordering::Acquire))
+        else {
+            tokio::spawn(serve_connection(
+                stream,
+                peer,
+                0,
+                &router,
+                &builder,
+                graceful.watcher(),
+            ));
+            continue;
+        };
+        // Deregistered from this runtime, to be registered with the worker's.
+        match stream.into_std() {
+            Ok(stream) => {
+                worker.open.fetch_add(1, Ordering::AcqRel);
+                if worker.connections.send((stream, peer)).is_err() {
+                    worker.open.fetch_sub(1, Ordering::AcqRel);
+                    tracing::error!("a serving thread has stopped; connection dropped");
+                }
             }
-        });
+            Err(err) => tracing::warn!(error = %err, "cannot hand over an accepted connection"),
+        }
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
+    // Closing a worker's queue makes it drain its connections and end.
+    let drained: Vec<_> = workers
+        .into_iter()
+        .map(|w| {
+            drop(w.connections);
+            w.drained
+        })
+        .collect();
+    let all_drained = async move {
+        graceful.shutdown().await;
+        for worker in drained {
+            let _ = worker.await;
+        }
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
+        () = all_drained => tracing::info!("drained"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(
             seconds = DRAIN_TIMEOUT.as_secs(),
             "in-flight requests still running at the drain deadline; exiting"

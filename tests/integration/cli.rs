@@ -523,6 +523,28 @@ async fn serve_fails_naming_an_unset_env_secret_and_its_route() {
 }
 
 #[tokio::test]
+async fn serve_refuses_a_serving_thread_count_that_is_not_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(&dir, "config.yaml", &one_route("env:CLI_TEST_KEY", ""));
+    for bad in ["lots", "-1", "1025"] {
+        let run = credproxy(
+            &["serve", "--config", s(&path)],
+            &[("CLI_TEST_KEY", "x"), ("CREDPROXY_WORKER_THREADS", bad)],
+        )
+        .await;
+        assert_eq!(run.code, Some(1), "{run}");
+        assert!(
+            run.stderr.contains(&format!(
+                "CREDPROXY_WORKER_THREADS=\"{bad}\" is not a thread count"
+            )),
+            "{run}"
+        );
+        assert!(run.stderr.contains("from 1 to 1024"), "{run}");
+        assert!(!run.stderr.contains("credproxy listening"), "{run}");
+    }
+}
+
+#[tokio::test]
 async fn serve_fails_naming_a_missing_secret_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("missing-secret");

@@ -96,30 +96,71 @@ async fn slow_headers_are_cut_off_while_others_are_served() {
     assert_eq!(w.upstream.requests().len(), 1);
 }
 
-#[tokio::test]
-async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+/// Starts the app with `threads` serving threads, sends `n` slow requests on separate
+/// connections, sends SIGTERM while they run, and checks every one finishes and the process
+/// exits 0.
+async fn drains_on_sigterm(threads: &str, n: usize) {
     let keys = Keys::new();
     let jwks = FakeJwks::start(keys.signer.jwks()).await;
     let upstream = FakeUpstream::start().await;
-    let mut app = TestApp::spawn(&default_config(&jwks, &upstream, SLOW_ROUTE), &keys).await;
+    let mut env = default_env();
+    env.push(("CREDPROXY_WORKER_THREADS".to_string(), threads.to_string()));
+    let mut app = TestApp::spawn_with(
+        &default_config(&jwks, &upstream, SLOW_ROUTE),
+        &keys,
+        &env,
+        &[],
+    )
+    .await;
+    app.wait_ready().await;
+    let listening = app
+        .stderr
+        .text()
+        .lines()
+        .find(|l| l.contains("credproxy listening"))
+        .map(str::to_string)
+        .expect("listening line");
+    assert!(
+        listening.contains(&format!("\"servingThreads\":{threads}")),
+        "{listening}"
+    );
     let token = keys.token(READER);
-    let in_flight = {
-        let client = app.client.clone();
-        let url = app.url("/slowok/slow/1");
-        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
-    };
-    while upstream.started() == 0 {
+    let in_flight: Vec<_> = (0..n)
+        .map(|_| {
+            // A client each: one connection each, spread over the serving threads.
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client");
+            let url = app.url("/slowok/slow/1");
+            let token = token.clone();
+            tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
+        })
+        .collect();
+    while upstream.started() < n {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     app.sigterm();
-    let response = in_flight
-        .await
-        .expect("join")
-        .expect("the in-flight request finished");
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.expect("body"), "slow answer");
+    for request in in_flight {
+        let response = request
+            .await
+            .expect("join")
+            .expect("the in-flight request finished");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.expect("body"), "slow answer");
+    }
     assert_eq!(app.wait_exit(Duration::from_secs(9)).await, Some(0));
     // Once stopped, nothing listens there any more.
     assert!(tokio::net::TcpStream::connect(app.addr).await.is_err());
     assert!(app.stderr.text().contains("drained"));
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    drains_on_sigterm("1", 2).await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_every_serving_thread() {
+    drains_on_sigterm("3", 6).await;
 }
