@@ -429,8 +429,6 @@ pub struct Upstream {
     pub host: String,
     /// Port, explicit or the scheme's default.
     pub port: u16,
-    /// The parsed origin, cloned per request so the host is never parsed again.
-    pub base: Url,
 }
 
 /// `upstream_tls:`: the secrets holding a client certificate, its key and optionally the
@@ -1311,13 +1309,11 @@ impl Validator<'_> {
             None => format!("{}://{}", url.scheme(), host),
         };
         let base_path = url.path().trim_end_matches('/').to_string();
-        let base = Url::parse(&origin).ok()?;
         Some(Upstream {
             origin,
             base_path,
             host,
             port,
-            base,
         })
     }
 

@@ -47,6 +47,7 @@ pub mod server;
 pub mod signing;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 pub mod upstream_tls;
 
 use std::future::Future;
@@ -67,6 +68,9 @@ pub enum StartError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The upstream client could not be built.
+    #[error("cannot build the upstream client: {0}")]
+    UpstreamClient(String),
     /// An environment setting has a value it cannot take.
     #[error("{0}")]
     Setting(String),

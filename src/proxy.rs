@@ -27,16 +27,24 @@ use crate::config::RouteSpec;
 use crate::error::ProxyError;
 use crate::scrub::ScrubStream;
 use crate::secrets::{Prepared, Resolved};
+use crate::upstream::{UpstreamBody, UpstreamClient};
 
-/// The shared upstream client: pooled keep-alive connections, rustls, no proxy from the
-/// environment (it could divert credentials), redirects passed back, never followed.
-pub fn upstream_client() -> Result<reqwest::Client, reqwest::Error> {
+/// The shared upstream client: pooled keep-alive connections, rustls with the system roots,
+/// no proxy from the environment (it could divert credentials), redirects passed back, never
+/// followed.
+pub fn upstream_client() -> Result<UpstreamClient, String> {
+    UpstreamClient::with_system_roots()
+}
+
+/// A reqwest client with the same settings, for calls made on a route's behalf outside the
+/// request path (OAuth2 token endpoints).
+pub fn reqwest_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
+        .connect_timeout(crate::upstream::CONNECT_TIMEOUT)
+        .pool_idle_timeout(crate::upstream::POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(crate::upstream::POOL_MAX_IDLE_PER_HOST)
         .tcp_nodelay(true)
         .build()
 }
@@ -193,67 +201,42 @@ pub fn upstream_url(
     upstream_path: &str,
     query: Option<&str>,
     resolved: &Resolved,
-) -> Result<reqwest::Url, ProxyError> {
+) -> Result<http::Uri, ProxyError> {
     let up = &route.upstream;
-    let mut path = String::with_capacity(up.base_path.len() + upstream_path.len());
-    path.push_str(&up.base_path);
-    path.push_str(upstream_path);
     let injected = match &resolved.injection {
         Prepared::Query { pair, .. } => Some(pair.expose_secret()),
         _ => None,
     };
-    let joined;
-    let full_query = match (query, injected) {
-        (Some(q), Some(pair)) => {
-            joined = format!("{q}&{pair}");
-            Some(joined.as_str())
-        }
-        (Some(q), None) => Some(q),
-        (None, Some(pair)) => Some(pair),
-        (None, None) => None,
-    };
-    // The origin was parsed once at load; only the path and query are set per request.
-    let mut parsed = up.base.clone();
-    parsed.set_path(&path);
-    parsed.set_query(full_query);
-    if parsed.host_str() != Some(up.host.as_str())
-        || parsed.port_or_known_default() != Some(up.port)
-    {
+    let mut url = String::with_capacity(
+        up.origin.len()
+            + up.base_path.len()
+            + upstream_path.len()
+            + query.map_or(0, |q| q.len() + 1)
+            + injected.map_or(0, |p| p.len() + 1),
+    );
+    url.push_str(&up.origin);
+    url.push_str(&up.base_path);
+    url.push_str(upstream_path);
+    let mut separator = '?';
+    for part in [query, injected].into_iter().flatten() {
+        url.push(separator);
+        url.push_str(part);
+        separator = '&';
+    }
+    let uri = http::Uri::try_from(url).map_err(|_| {
+        ProxyError::BadRequest("the request target does not make a valid upstream URL".to_string())
+    })?;
+    let port = uri.port_u16().or_else(|| match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    });
+    if uri.host() != Some(up.host.as_str()) || port != Some(up.port) {
         return Err(ProxyError::BadRequest(
             "the request would leave the route's upstream".to_string(),
         ));
     }
-    Ok(parsed)
-}
-
-/// A request body stream that fails once more than `limit` bytes went through, and records
-/// that it did so the caller gets 413 rather than 502.
-struct LimitedBody {
-    inner: axum::body::BodyDataStream,
-    seen: u64,
-    limit: u64,
-    exceeded: Arc<AtomicBool>,
-}
-
-impl Stream for LimitedBody {
-    type Item = Result<Bytes, io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                self.seen += chunk.len() as u64;
-                if self.seen > self.limit {
-                    self.exceeded.store(true, Ordering::Release);
-                    Poll::Ready(Some(Err(io::Error::other("request body over the limit"))))
-                } else {
-                    Poll::Ready(Some(Ok(chunk)))
-                }
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
+    Ok(uri)
 }
 
 /// The request as it goes upstream.
@@ -261,7 +244,7 @@ pub struct Outgoing {
     /// Method (policy judged this one).
     pub method: Method,
     /// Built by [`upstream_url`].
-    pub url: reqwest::Url,
+    pub uri: http::Uri,
     /// Built by [`upstream_headers`].
     pub headers: HeaderMap,
     /// Whether the caller declared a `Content-Length` (kept even when 0).
@@ -321,8 +304,8 @@ pub fn sign(route: &RouteSpec, resolved: &Resolved, out: &mut Outgoing) -> Resul
         (crate::config::Injection::Hmac(spec), Prepared::Hmac { key }) => {
             let parts = crate::signing::RequestParts {
                 method: out.method.as_str(),
-                path: out.url.path(),
-                query: out.url.query(),
+                path: out.uri.path(),
+                query: out.uri.query(),
                 timestamp: crate::signing::unix_seconds(now),
                 body,
             };
@@ -336,9 +319,11 @@ pub fn sign(route: &RouteSpec, resolved: &Resolved, out: &mut Outgoing) -> Resul
                 out.headers
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             }
+            let url = url::Url::parse(&out.uri.to_string())
+                .map_err(|err| failed(format!("the upstream URL does not parse: {err}")))?;
             let request = crate::signing::SigV4Request {
                 method: out.method.as_str(),
-                url: &out.url,
+                url: &url,
                 headers: &out.headers,
                 payload: crate::signing::SigV4Payload::Bytes(body),
             };
@@ -382,7 +367,7 @@ pub async fn replayable(body: Body, max_body_bytes: u64) -> Result<OutBody, Prox
 /// Sends the request upstream and streams the response back, scrubbing the credential from
 /// the response when the route asks for it (counting scrubs into `scrubbed`).
 pub async fn forward(
-    client: &reqwest::Client,
+    client: &UpstreamClient,
     route: &RouteSpec,
     outgoing: Outgoing,
     needles: Option<&Arc<crate::scrub::Needles>>,
@@ -391,7 +376,7 @@ pub async fn forward(
 ) -> Result<axum::response::Response, ProxyError> {
     let Outgoing {
         method,
-        url,
+        uri,
         mut headers,
         caller_sent_length,
         body,
@@ -411,23 +396,23 @@ pub async fn forward(
     }
     let exceeded = Arc::new(AtomicBool::new(false));
     let upstream_body = match body {
-        OutBody::Full(bytes) => reqwest::Body::from(bytes),
+        OutBody::Full(bytes) => UpstreamBody::Full(Some(bytes)),
         OutBody::Stream(body) if http_body::Body::is_end_stream(&body) || declared == Some(0) => {
-            reqwest::Body::from(Bytes::new())
+            UpstreamBody::empty()
         }
-        OutBody::Stream(body) => reqwest::Body::wrap_stream(LimitedBody {
-            inner: body.into_data_stream(),
+        OutBody::Stream(body) => UpstreamBody::Stream {
+            inner: body,
             seen: 0,
             limit: route.max_body_bytes,
             exceeded: exceeded.clone(),
-        }),
+        },
     };
     let is_head = method == Method::HEAD;
-    let request = client
-        .request(method, url)
-        .headers(headers)
-        .body(upstream_body);
-    let response = match tokio::time::timeout(route.timeout, request.send()).await {
+    let mut request = http::Request::new(upstream_body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    let response = match tokio::time::timeout(route.timeout, client.request(request)).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout(route.timeout.as_secs())),
         Ok(Err(err)) => {
             if exceeded.load(Ordering::Acquire) {
@@ -435,8 +420,8 @@ pub async fn forward(
                     limit: route.max_body_bytes,
                 });
             }
-            // `without_url`: the URL may carry an injected query credential.
-            tracing::warn!(route = %route.name, error = %error_chain(&err.without_url()), "upstream request failed");
+            // hyper's errors name no URL (which may carry an injected query credential).
+            tracing::warn!(route = %route.name, error = %error_chain(&err), "upstream request failed");
             return Err(ProxyError::UpstreamUnreachable);
         }
         Ok(Ok(response)) => response,
@@ -473,7 +458,10 @@ pub async fn forward(
         }
     }
     out_headers.insert(crate::server::X_REQUEST_ID, request_id.clone());
-    let stream = IdleTimeout::new(response.bytes_stream(), route.idle_timeout);
+    let stream = IdleTimeout::new(
+        http_body_util::BodyDataStream::new(response.into_body()),
+        route.idle_timeout,
+    );
     let body = match needles {
         Some(needles) => {
             // Scrubbing may change the length; a HEAD answer has no body to change.
@@ -510,9 +498,10 @@ impl<S> IdleTimeout<S> {
     }
 }
 
-impl<S> Stream for IdleTimeout<S>
+impl<S, E> Stream for IdleTimeout<S>
 where
-    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Item = Result<Bytes, io::Error>;
 
@@ -524,7 +513,7 @@ where
             Poll::Ready(Some(item)) => {
                 let deadline = tokio::time::Instant::now() + self.idle;
                 self.sleep.as_mut().reset(deadline);
-                Poll::Ready(Some(item.map_err(|e| io::Error::other(e.without_url()))))
+                Poll::Ready(Some(item.map_err(io::Error::other)))
             }
             Poll::Ready(None) => {
                 self.done = true;
@@ -580,7 +569,6 @@ mod tests {
                 base_path: "/base".to_string(),
                 host: "api.example.com".to_string(),
                 port: 443,
-                base: reqwest::Url::parse("https://api.example.com").expect("url"),
             },
             credential,
             allow: vec![],
@@ -669,20 +657,29 @@ mod tests {
         }
         let url = upstream_url(&spec, "/v1/x", Some("a=1"), &resolved).expect("url");
         assert_eq!(
-            url.as_str(),
+            url.to_string(),
             "https://api.example.com/base/v1/x?a=1&api_key=s3cr3t"
+        );
+        let url = upstream_url(&spec, "/v1/x", None, &resolved).expect("url");
+        assert_eq!(
+            url.to_string(),
+            "https://api.example.com/base/v1/x?api_key=s3cr3t"
         );
     }
 
     #[test]
     fn the_upstream_host_never_changes() {
         let (spec, resolved) = route(header_inject("x-api-key"));
-        for path in ["/@evil.example/x", "/x", "/.evil.example"] {
+        for path in ["/@evil.example/x", "/x", "/.evil.example", "/:8443/x"] {
             let url = upstream_url(&spec, path, None, &resolved).expect("url");
-            assert_eq!(url.host_str(), Some("api.example.com"), "{path}");
+            assert_eq!(url.host(), Some("api.example.com"), "{path}");
+            assert_eq!(url.port_u16(), None, "{path}");
+            assert_eq!(url.path(), format!("/base{path}"));
         }
         let url =
             upstream_url(&spec, "/x", Some("u=http://evil.example/"), &resolved).expect("url");
-        assert_eq!(url.host_str(), Some("api.example.com"));
+        assert_eq!(url.host(), Some("api.example.com"));
+        // Something that is no path at all never becomes a URL.
+        assert!(upstream_url(&spec, "x y", None, &resolved).is_err());
     }
 }

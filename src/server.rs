@@ -66,10 +66,10 @@ pub struct App {
     /// Every secret and its refreshers.
     pub secrets: Arc<SecretStore>,
     /// The pooled upstream client of serving thread 0 (see [`serve`]).
-    pub client: reqwest::Client,
+    pub client: crate::upstream::UpstreamClient,
     /// One pooled upstream client per serving thread (the first is `client`), so a
     /// request's upstream connections live on the thread that serves it.
-    clients: Vec<reqwest::Client>,
+    clients: Vec<crate::upstream::UpstreamClient>,
     /// Where audit entries go.
     pub audit: AuditSink,
     in_flight: Arc<AtomicUsize>,
@@ -134,10 +134,11 @@ impl App {
                 ))
             })
             .collect::<Result<_, crate::StartError>>()?;
-        let client = upstream_client()?;
+        let client = upstream_client().map_err(crate::StartError::UpstreamClient)?;
         let clients = std::iter::once(Ok(client.clone()))
             .chain((1..threads).map(|_| upstream_client()))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, _>>()
+            .map_err(crate::StartError::UpstreamClient)?;
         Ok(App {
             client,
             clients,
@@ -158,7 +159,7 @@ impl App {
     }
 
     /// The upstream client of the thread serving a request.
-    pub fn client_for(&self, thread: Option<&ServingThread>) -> &reqwest::Client {
+    pub fn client_for(&self, thread: Option<&ServingThread>) -> &crate::upstream::UpstreamClient {
         thread
             .and_then(|t| self.clients.get(t.0))
             .unwrap_or(&self.client)
@@ -507,7 +508,7 @@ async fn pipeline(
      -> Result<proxy::Outgoing, ProxyError> {
         let mut out = proxy::Outgoing {
             method: parts.method.clone(),
-            url: proxy::upstream_url(
+            uri: proxy::upstream_url(
                 &route.spec,
                 &target.upstream_path,
                 query.as_deref(),

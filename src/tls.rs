@@ -1,8 +1,8 @@
 //! Upstream mutual TLS: a route's client certificate, key and optional CA bundle, turned into
-//! the `reqwest::Client` that route forwards through.
+//! the [`UpstreamClient`] that route forwards through.
 //!
 //! A route with `upstream_tls` cannot share [`crate::server::upstream_client`]: the client
-//! identity is part of a reqwest client's TLS configuration, fixed when the client is built. So
+//! identity is part of a client's TLS configuration, fixed when the client is built. So
 //! such a route gets its own client from [`build_client`], configured like the shared one
 //! (no proxy from the environment, redirects passed back, the same timeouts and pool) plus:
 //!
@@ -28,12 +28,11 @@
 //! # Key hygiene
 //!
 //! The key is held as a [`SecretSlice`], `Debug` on [`TlsMaterial`] shows only sizes, and the
-//! identity buffer handed to reqwest is zeroized on drop. rustls keeps its own parsed copy of
-//! the key inside the client for as long as the client lives; that is inherent to TLS.
+//! decoded PEM sections are zeroized on drop. rustls keeps its own parsed copy of the key
+//! inside the client for as long as the client lives; that is inherent to TLS.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_lc_rs::digest;
 use rustls::crypto::CryptoProvider;
@@ -43,6 +42,8 @@ use rustls::pki_types::{
 };
 use rustls::sign::CertifiedKey;
 use secrecy::zeroize::Zeroizing;
+
+use crate::upstream::UpstreamClient;
 use secrecy::{ExposeSecret, SecretSlice};
 
 /// The config name of the client certificate part, used in error messages.
@@ -110,48 +111,17 @@ impl fmt::Debug for TlsMaterial {
 /// Fails, with a message that names the part and never quotes it, when a PEM part does not
 /// parse or holds the wrong kind of section, when a CA certificate cannot be a trust anchor,
 /// or when the key does not belong to the end-entity certificate.
-pub fn build_client(material: &TlsMaterial) -> Result<reqwest::Client, String> {
+pub fn build_client(material: &TlsMaterial) -> Result<UpstreamClient, String> {
     let chain = certificate_chain(&material.certificate_pem)?;
     let key = private_key(material.key_pem.expose_secret())?;
-    check_key_matches(chain, key)?;
+    check_key_matches(chain.clone(), key.clone_key())?;
     let roots = match &material.ca_bundle_pem {
         Some(pem) => Some(ca_bundle(pem)?),
         None => None,
     };
-
-    // The checks above guarantee the concatenation holds the chain and exactly one key, which
-    // is what `Identity::from_pem` looks for. The buffer is sized up front so it never
-    // reallocates (a reallocation would leave an unzeroized copy of the key behind).
-    let key_pem = material.key_pem.expose_secret();
-    let mut identity_pem: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(
-        material.certificate_pem.len() + 1 + key_pem.len(),
-    ));
-    identity_pem.extend_from_slice(&material.certificate_pem);
-    identity_pem.push(b'\n');
-    identity_pem.extend_from_slice(key_pem);
-    let identity = reqwest::Identity::from_pem(&identity_pem)
-        .map_err(|err| format!("{CERTIFICATE}/{KEY}: unusable identity: {}", chain_of(&err)))?;
-
-    // Mirrors `server::upstream_client`; keep the two in step.
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .identity(identity);
-    if let Some(roots) = roots {
-        let roots = roots
-            .iter()
-            .map(|der| reqwest::Certificate::from_der(der))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| format!("{CA_BUNDLE}: {}", chain_of(&err)))?;
-        builder = builder.tls_certs_only(roots);
-    }
-    builder
-        .build()
-        .map_err(|err| format!("cannot build the upstream TLS client: {}", chain_of(&err)))
+    let tls = crate::upstream::tls_config(roots, Some((chain, key)))
+        .map_err(|err| format!("cannot build the upstream TLS client: {err}"))?;
+    Ok(UpstreamClient::new(tls))
 }
 
 /// A SHA-256 over the three PEM parts, to tell whether a route's material changed since its
@@ -272,7 +242,7 @@ fn check_key_matches(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<(), String> {
-    // The provider reqwest itself uses: the process default, else aws-lc-rs.
+    // The provider the upstream client uses: the process default, else aws-lc-rs.
     let provider = CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
@@ -309,6 +279,7 @@ fn ca_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// An error and its sources, `: `-joined.
+#[cfg(test)]
 fn chain_of(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -520,9 +491,24 @@ mod tests {
     }
 
     /// Asserts a request fails, and returns the error chain.
-    async fn fails(client: &reqwest::Client, url: &str) -> (reqwest::Error, String) {
-        let err = match client.get(url).send().await {
-            Ok(response) => panic!("expected a failure, got {}", response.status()),
+    /// GET `url`: the status and body text.
+    async fn get(
+        client: &UpstreamClient,
+        url: &str,
+    ) -> Result<(http::StatusCode, String), crate::upstream::Error> {
+        use http_body_util::BodyExt as _;
+        let mut request = http::Request::new(crate::upstream::UpstreamBody::empty());
+        *request.uri_mut() = url.parse().unwrap();
+        let response = client.request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Ok((status, String::from_utf8(body.to_vec()).unwrap()))
+    }
+
+    /// Asserts a request fails, and returns the error chain.
+    async fn fails(client: &UpstreamClient, url: &str) -> (crate::upstream::Error, String) {
+        let err = match get(client, url).await {
+            Ok((status, _)) => panic!("expected a failure, got {status}"),
             Err(err) => err,
         };
         let text = chain_of(&err);
@@ -550,12 +536,9 @@ mod tests {
         let client_leaf = ca.client();
         let client =
             build_client(&material(&client_leaf, &client_leaf.key_pem, Some(&ca.pem))).unwrap();
-        let response = client.get(upstream.url()).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.text().await.unwrap(),
-            cert_id(&client_leaf.cert_der)
-        );
+        let (status, text) = get(&client, &upstream.url()).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(text, cert_id(&client_leaf.cert_der));
         assert!(upstream.refused().is_empty(), "{:?}", upstream.refused());
     }
 
@@ -564,11 +547,10 @@ mod tests {
         let ca = Ca::new("test CA");
         let upstream = Upstream::start(&ca, &ca).await;
         // Same trust, no identity: what the shared client does today.
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .tls_certs_only([reqwest::Certificate::from_der(&ca.der).unwrap()])
-            .build()
-            .unwrap();
+        let client = UpstreamClient::new(
+            crate::upstream::tls_config(Some(vec![CertificateDer::from(ca.der.clone())]), None)
+                .unwrap(),
+        );
         let (_, text) = fails(&client, &upstream.url()).await;
         let refused = upstream.refused();
         assert!(
@@ -629,8 +611,8 @@ mod tests {
         let bundle = format!("{}{}", unrelated.pem, ca.pem);
         let client =
             build_client(&material(&client_leaf, &client_leaf.key_pem, Some(&bundle))).unwrap();
-        let response = client.get(upstream.url()).send().await.unwrap();
-        assert_eq!(response.status(), 200);
+        let (status, _) = get(&client, &upstream.url()).await.unwrap();
+        assert_eq!(status, 200);
     }
 
     #[tokio::test]
@@ -657,10 +639,10 @@ mod tests {
         let old_client = build_client(&old).unwrap();
         let new_client = build_client(&new).unwrap();
         for (client, leaf) in [(&old_client, &before), (&new_client, &after)] {
-            let response = client.get(upstream.url()).send().await.unwrap();
-            assert_eq!(response.status(), 200);
+            let (status, text) = get(client, &upstream.url()).await.unwrap();
+            assert_eq!(status, 200);
             // The server saw exactly the certificate this client was built with.
-            assert_eq!(response.text().await.unwrap(), cert_id(&leaf.cert_der));
+            assert_eq!(text, cert_id(&leaf.cert_der));
         }
         assert!(upstream.refused().is_empty(), "{:?}", upstream.refused());
     }

@@ -15,13 +15,14 @@ use secrecy::SecretSlice;
 use crate::error::ProxyError;
 use crate::secrets::{SecretEntry, SecretError, SecretStore};
 use crate::tls::{TlsMaterial, build_client, fingerprint};
+use crate::upstream::UpstreamClient;
 
 type Generations = (u64, u64, u64);
 
 struct Built {
     generations: Generations,
     fingerprint: [u8; 32],
-    client: reqwest::Client,
+    client: UpstreamClient,
 }
 
 /// The TLS material of one route and the client built from it.
@@ -70,7 +71,7 @@ impl RouteTls {
     }
 
     /// The client to use now, rebuilt first if the material rotated.
-    pub fn client(&self) -> Result<reqwest::Client, ProxyError> {
+    pub fn client(&self) -> Result<UpstreamClient, ProxyError> {
         let (Some(certificate), Some(key)) = (self.certificate.current(), self.key.current())
         else {
             return Err(

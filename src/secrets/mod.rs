@@ -623,7 +623,7 @@ impl SecretStore {
             let token_source = match &route.credential.inject {
                 Injection::OAuth2(spec) => Some(oauth2::TokenSource::new(
                     spec.clone(),
-                    crate::proxy::upstream_client().map_err(|e| {
+                    crate::proxy::reqwest_client().map_err(|e| {
                         BuildError::SecretManager(format!("cannot build the OAuth2 client: {e}"))
                     })?,
                 )),
