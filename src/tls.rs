@@ -548,8 +548,7 @@ mod tests {
         let upstream = Upstream::start(&ca, &ca).await;
         // Same trust, no identity: what the shared client does today.
         let client = UpstreamClient::new(
-            crate::upstream::tls_config(Some(vec![CertificateDer::from(ca.der.clone())]), None)
-                .unwrap(),
+            crate::upstream::tls_config(Some(vec![ca.der.clone()]), None).unwrap(),
         );
         let (_, text) = fails(&client, &upstream.url()).await;
         let refused = upstream.refused();
