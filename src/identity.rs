@@ -192,7 +192,10 @@ pub struct Verifier {
     refetch_gate: tokio::sync::Mutex<Option<Instant>>,
     /// Caller tokens that verified, by a keyed hash of their bytes.
     verified: moka::sync::Cache<u64, Arc<Verified>>,
-    hasher: std::hash::RandomState,
+    /// Randomly seeded per process. foldhash rather than SipHash: a token is ~1 KB, hashed
+    /// on every request, and a collision only costs a full verification (hits compare the
+    /// exact bytes).
+    hasher: foldhash::quality::RandomState,
 }
 
 impl Verifier {
@@ -222,7 +225,7 @@ impl Verifier {
                 .max_capacity(VERIFIED_CACHE_CAPACITY)
                 .time_to_live(Duration::from_secs(3600 + 300))
                 .build(),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::quality::RandomState::default(),
         })
     }
 

@@ -480,10 +480,15 @@ pub async fn forward(
 
 /// A response body stream that fails when no byte arrives for `idle`: a long download that
 /// keeps flowing is never cut, a stalled one is.
+///
+/// The timer starts only when the body has to wait (a small response that is already
+/// buffered never registers one), and restarts at the first wait after each chunk.
 struct IdleTimeout<S> {
     inner: S,
     idle: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `sleep` counts from the current wait (false after a chunk arrived).
+    armed: bool,
     done: bool,
 }
 
@@ -492,7 +497,8 @@ impl<S> IdleTimeout<S> {
         IdleTimeout {
             inner,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: None,
+            armed: false,
             done: false,
         }
     }
@@ -511,28 +517,40 @@ where
         }
         match self.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(item)) => {
-                let deadline = tokio::time::Instant::now() + self.idle;
-                self.sleep.as_mut().reset(deadline);
+                self.armed = false;
                 Poll::Ready(Some(item.map_err(io::Error::other)))
             }
             Poll::Ready(None) => {
                 self.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.done = true;
-                    tracing::warn!(
-                        idle_seconds = self.idle.as_secs(),
-                        "upstream response body stalled; cut"
-                    );
-                    Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "upstream response body idle timeout",
-                    ))))
+            Poll::Pending => {
+                let this = &mut *self;
+                let deadline = || tokio::time::Instant::now() + this.idle;
+                match &mut this.sleep {
+                    None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline()))),
+                    Some(sleep) if !this.armed => sleep.as_mut().reset(deadline()),
+                    Some(_) => {}
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                this.armed = true;
+                let Some(sleep) = this.sleep.as_mut() else {
+                    return Poll::Pending;
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.done = true;
+                        tracing::warn!(
+                            idle_seconds = this.idle.as_secs(),
+                            "upstream response body stalled; cut"
+                        );
+                        Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "upstream response body idle timeout",
+                        ))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }

@@ -159,7 +159,7 @@ impl App {
     }
 
     /// The upstream client of the thread serving a request.
-    pub fn client_for(&self, thread: Option<&ServingThread>) -> &crate::upstream::UpstreamClient {
+    pub fn client_for(&self, thread: Option<ServingThread>) -> &crate::upstream::UpstreamClient {
         thread
             .and_then(|t| self.clients.get(t.0))
             .unwrap_or(&self.client)
@@ -314,6 +314,27 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let thread = request.extensions().get::<ServingThread>().copied();
+    proxy_request(&app, peer, thread, request).await
+}
+
+/// The paths the router answers itself; every other request goes to [`proxy_request`]
+/// without passing through the router.
+fn is_router_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/_credproxy/health" | "/_credproxy/ready" | "/_credproxy/metrics"
+    )
+}
+
+/// A request for the proxy (or the events endpoint), from client address `peer`, on
+/// serving thread `thread`.
+pub async fn proxy_request(
+    app: &App,
+    peer: Option<IpAddr>,
+    thread: Option<ServingThread>,
+    request: Request,
+) -> Response {
     let client = client_address(
         request.headers(),
         peer,
@@ -333,7 +354,7 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let result = if count > app.config.server.max_in_flight {
         Err(ProxyError::Overloaded)
     } else {
-        pipeline(&app, &mut cx, request).await
+        pipeline(app, &mut cx, thread, request).await
     };
     let response = match result {
         Ok(response) => response,
@@ -366,6 +387,7 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
 async fn pipeline(
     app: &App,
     cx: &mut RequestContext,
+    thread: Option<ServingThread>,
     request: Request,
 ) -> Result<Response, ProxyError> {
     let (parts, body) = request.into_parts();
@@ -540,7 +562,7 @@ async fn pipeline(
             route_client = tls.client()?;
             &route_client
         }
-        None => app.client_for(parts.extensions.get::<ServingThread>()),
+        None => app.client_for(thread),
     };
     let sent = tokio::time::Instant::now();
     let mut response = proxy::forward(
@@ -667,7 +689,7 @@ const EVENT_BODY_LIMIT: usize = 1024 * 1024;
 
 /// The serving thread a request arrived on (a request extension), which picks its
 /// upstream client.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServingThread(pub usize);
 
 type ConnBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
@@ -692,17 +714,31 @@ fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     thread: usize,
+    app: &Arc<App>,
     router: &axum::Router,
     builder: &ConnBuilder,
     graceful: hyper_util::server::graceful::Watcher,
 ) -> impl Future<Output = ()> + Send + 'static {
     let _ = stream.set_nodelay(true);
     let router = router.clone();
+    let app = app.clone();
+    // Proxied requests skip the router (its matching, boxing and request extensions): it
+    // only answers the three fixed `/_credproxy/*` endpoints.
     let service =
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req.extensions_mut().insert(ServingThread(thread));
-            router.clone().oneshot(req.map(Body::new))
+            if is_router_path(req.uri().path()) {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(ServingThread(thread));
+                futures_util::future::Either::Left(router.clone().oneshot(req.map(Body::new)))
+            } else {
+                let app = app.clone();
+                futures_util::future::Either::Right(async move {
+                    let thread = Some(ServingThread(thread));
+                    let response =
+                        proxy_request(&app, Some(peer.ip()), thread, req.map(Body::new)).await;
+                    Ok::<_, std::convert::Infallible>(response)
+                })
+            }
         });
     let conn = builder
         .serve_connection(TokioIo::new(stream), service)
@@ -728,6 +764,7 @@ struct Worker {
 /// whole life; when its queue closes it drains them and ends.
 fn spawn_worker(
     index: usize,
+    app: Arc<App>,
     router: axum::Router,
     builder: ConnBuilder,
 ) -> std::io::Result<Worker> {
@@ -759,6 +796,7 @@ fn spawn_worker(
                         stream,
                         peer,
                         index,
+                        &app,
                         &router,
                         &builder,
                         graceful.watcher(),
@@ -797,7 +835,7 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let workers = if app.threads() > 1 {
         (0..app.threads())
-            .map(|i| spawn_worker(i, router.clone(), builder.clone()))
+            .map(|i| spawn_worker(i, app.clone(), router.clone(), builder.clone()))
             .collect::<std::io::Result<Vec<_>>>()?
     } else {
         Vec::new()
@@ -824,6 +862,7 @@ pub async fn serve(
                 stream,
                 peer,
                 0,
+                &app,
                 &router,
                 &builder,
                 graceful.watcher(),
