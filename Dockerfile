@@ -35,6 +35,8 @@ FROM chef AS builder
 ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
     CARGO_TERM_COLOR=never
 COPY --from=planner /app/recipe.json recipe.json
+# Build settings (mimalloc's C flags) apply to the dependency build too.
+COPY .cargo .cargo
 # Dependencies only: this layer is reused until Cargo.toml or Cargo.lock change.
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
