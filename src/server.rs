@@ -854,10 +854,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(worker) = workers
-            .iter()
-            .min_by_key(|w| w.open.load(Ordering::Acquire))
-        else {
+        if workers.is_empty() {
             tokio::spawn(serve_connection(
                 stream,
                 peer,
@@ -868,17 +865,38 @@ pub async fn serve(
                 graceful.watcher(),
             ));
             continue;
-        };
+        }
         // Deregistered from this runtime, to be registered with the worker's.
-        match stream.into_std() {
-            Ok(stream) => {
-                worker.open.fetch_add(1, Ordering::AcqRel);
-                if worker.connections.send((stream, peer)).is_err() {
+        let mut handed = match stream.into_std() {
+            Ok(stream) => (stream, peer),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot hand over an accepted connection");
+                continue;
+            }
+        };
+        loop {
+            let Some(worker) = workers
+                .iter()
+                .filter(|w| !w.connections.is_closed())
+                .min_by_key(|w| w.open.load(Ordering::Acquire))
+            else {
+                // Nothing can serve: stop, so the platform restarts the instance.
+                return Err(std::io::Error::other(
+                    "every serving thread has stopped; exiting",
+                ));
+            };
+            worker.open.fetch_add(1, Ordering::AcqRel);
+            match worker.connections.send(handed) {
+                Ok(()) => break,
+                Err(returned) => {
+                    // A thread that stopped is never picked again; the next one serves it.
                     worker.open.fetch_sub(1, Ordering::AcqRel);
-                    tracing::error!("a serving thread has stopped; connection dropped");
+                    tracing::error!(
+                        "a serving thread has stopped; handing its connections to the others"
+                    );
+                    handed = returned.0;
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "cannot hand over an accepted connection"),
         }
     }
     drop(listener);
