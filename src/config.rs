@@ -1102,6 +1102,16 @@ impl Validator<'_> {
 
         let mut upstream_tls = None;
         if let Some(tls) = &raw.upstream_tls {
+            if upstream
+                .as_ref()
+                .is_some_and(|u| u.origin.starts_with("http://"))
+            {
+                self.error(
+                    &format!("{p}.upstream_tls"),
+                    "needs an https:// upstream: over http:// no client certificate would be sent",
+                );
+                ok = false;
+            }
             let mut reference = |key: &str, text: &str| match SecretRef::parse(text) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -1720,6 +1730,21 @@ routes:
             let text = MINIMAL.replace("https://api.stripe.com/base/", url);
             assert_eq!(parse(&text, &no_env).is_ok(), ok, "{url}");
         }
+    }
+
+    #[test]
+    fn upstream_tls_needs_an_https_upstream() {
+        let tls = "    upstream_tls:\n      client_certificate: \"env:C\"\n      client_key: \"env:K\"\n    allow:";
+        let text = MINIMAL.replace("    allow:", tls);
+        assert!(parse(&text, &no_env).is_ok());
+        let text = text.replace("https://api.stripe.com/base/", "http://127.0.0.1:9000");
+        let err = parse(&text, &no_env).expect_err("invalid");
+        assert_eq!(err.0[0].path, "routes.stripe.upstream_tls");
+        assert!(
+            err.0[0].message.contains("https://"),
+            "{}",
+            err.0[0].message
+        );
     }
 
     #[test]

@@ -332,6 +332,10 @@ pub fn sign(route: &RouteSpec, resolved: &Resolved, out: &mut Outgoing) -> Resul
             for (name, value) in headers {
                 out.headers.insert(name, value);
             }
+            // Send exactly the target that was signed: the URL form percent-encodes a few
+            // characters (`"`, `{`, `}`, `'`) the raw URI keeps.
+            out.uri = http::Uri::try_from(url.as_str())
+                .map_err(|_| failed("the signed URL is not a valid URI".to_string()))?;
         }
         _ => {}
     }
@@ -574,12 +578,16 @@ mod tests {
     use crate::secrets::{SecretRef, prepare};
 
     fn route(inject: Injection) -> (RouteSpec, Resolved) {
+        route_with_secret(inject, b"s3cr3t")
+    }
+
+    fn route_with_secret(inject: Injection, secret: &[u8]) -> (RouteSpec, Resolved) {
         let credential = CredentialSpec {
             secret: SecretRef::Env("K".to_string()),
             field: None,
             inject,
         };
-        let resolved = prepare(&credential, b"s3cr3t", None).expect("prepare");
+        let resolved = prepare(&credential, secret, None).expect("prepare");
         let spec = RouteSpec {
             name: "r".to_string(),
             upstream: Upstream {
@@ -699,5 +707,29 @@ mod tests {
         assert_eq!(url.host(), Some("api.example.com"));
         // Something that is no path at all never becomes a URL.
         assert!(upstream_url(&spec, "x y", None, &resolved).is_err());
+    }
+
+    #[test]
+    fn aws_sigv4_sends_exactly_the_target_it_signed() {
+        let spec = crate::signing::AwsSigV4Spec::new("execute-api", "eu-west-1").expect("spec");
+        let (route, resolved) = route_with_secret(
+            Injection::AwsSigV4(spec),
+            br#"{"access_key_id":"AKIDEXAMPLE","secret_access_key":"wJalrXUtnFEMI"}"#,
+        );
+        // Characters the raw URI keeps but the signed URL form encodes.
+        let uri = upstream_url(&route, "/a{b\"c}/x", Some("q='x'"), &resolved).expect("uri");
+        assert_eq!(uri.path(), "/base/a{b\"c}/x");
+        let mut out = Outgoing {
+            method: Method::GET,
+            uri,
+            headers: HeaderMap::new(),
+            caller_sent_length: false,
+            body: OutBody::Full(Bytes::new()),
+        };
+        sign(&route, &resolved, &mut out).expect("sign");
+        assert!(out.headers.contains_key(header::AUTHORIZATION));
+        assert_eq!(out.uri.path(), "/base/a%7Bb%22c%7D/x");
+        assert_eq!(out.uri.query(), Some("q=%27x%27"));
+        assert_eq!(out.uri.host(), Some("api.example.com"));
     }
 }

@@ -760,6 +760,15 @@ struct Worker {
     drained: tokio::sync::oneshot::Receiver<()>,
 }
 
+/// Counts one connection of a serving thread while it lives (also if its task panics).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Starts serving thread `index`. It serves the connections it is handed, each for its
 /// whole life; when its queue closes it drains them and ends.
 fn spawn_worker(
@@ -767,6 +776,7 @@ fn spawn_worker(
     app: Arc<App>,
     router: axum::Router,
     builder: ConnBuilder,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<Worker> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -791,7 +801,7 @@ fn spawn_worker(
                             continue;
                         }
                     };
-                    let counter = counter.clone();
+                    let open = OpenConnection(counter.clone());
                     let conn = serve_connection(
                         stream,
                         peer,
@@ -802,12 +812,16 @@ fn spawn_worker(
                         graceful.watcher(),
                     );
                     tokio::spawn(async move {
+                        let _open = open;
                         conn.await;
-                        counter.fetch_sub(1, Ordering::AcqRel);
                     });
                 }
                 graceful.shutdown().await;
                 let _ = drained_tx.send(());
+                // Tasks on this runtime can still serve other threads (pooled connections of
+                // a shared mutual-TLS client, a shared token mint): it lives until every
+                // thread has drained.
+                let _ = stop.wait_for(|stop| *stop).await;
             });
         })?;
     Ok(Worker {
@@ -833,9 +847,18 @@ pub async fn serve(
     let router = router(app.clone());
     let builder = connection_builder(&app);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = if app.threads() > 1 {
         (0..app.threads())
-            .map(|i| spawn_worker(i, app.clone(), router.clone(), builder.clone()))
+            .map(|i| {
+                spawn_worker(
+                    i,
+                    app.clone(),
+                    router.clone(),
+                    builder.clone(),
+                    stopped.clone(),
+                )
+            })
             .collect::<std::io::Result<Vec<_>>>()?
     } else {
         Vec::new()
@@ -922,6 +945,7 @@ pub async fn serve(
             "in-flight requests still running at the drain deadline; exiting"
         ),
     }
+    let _ = stop.send(true);
     Ok(())
 }
 

@@ -8,13 +8,16 @@
 //!
 //! - no proxy from the environment (hyper never reads `HTTPS_PROXY`: a proxy could divert
 //!   credentials), and redirects are passed back, never followed;
-//! - a 10 s connect timeout, `TCP_NODELAY`, pooled keep-alive connections (90 s idle, up to
-//!   256 idle per host), HTTP/2 when the upstream offers it by ALPN;
+//! - a 10 s connect timeout, `TCP_NODELAY`, TCP keepalive (15 s, 3 probes) and a 30 s TCP
+//!   user timeout, pooled keep-alive connections (90 s idle, up to 256 idle per host),
+//!   HTTP/2 when the upstream offers it by ALPN;
 //! - rustls with the platform verifier (the system roots), or for a route with
 //!   `upstream_tls` only its CA bundle, plus its client certificate.
 //!
 //! Unlike reqwest, nothing is added to the request: no `Accept: */*` default. `Host` (or
-//! `:authority`) comes from the URI.
+//! `:authority`) comes from the URI. Nor is a request an HTTP/2 upstream refused
+//! (`REFUSED_STREAM`) retried: that is a 502. The caller's request trailers are dropped:
+//! they would reach an HTTP/2 upstream past the header hygiene of `upstream_headers`.
 
 use std::io;
 use std::pin::Pin;
@@ -37,6 +40,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle pooled connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// TCP keepalive idle time and probe interval.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long sent data may stay unacknowledged before the connection is dropped.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per upstream host.
 pub const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
@@ -58,6 +65,12 @@ impl UpstreamClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // reqwest's defaults, so a pooled connection a NAT silently dropped is noticed
+        // instead of hanging until the route's timeout.
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        http.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        http.set_keepalive_retries(Some(3));
+        http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -173,9 +186,13 @@ impl http_body::Body for UpstreamBody {
                 seen,
                 limit,
                 exceeded,
-            } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
+            } => loop {
+                match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        let Some(data) = frame.data_ref() else {
+                            // Trailers: dropped (see the module docs).
+                            continue;
+                        };
                         *seen += data.len() as u64;
                         if *seen > *limit {
                             exceeded.store(true, Ordering::Release);
@@ -183,12 +200,14 @@ impl http_body::Body for UpstreamBody {
                                 "request body over the limit",
                             ))));
                         }
+                        return Poll::Ready(Some(Ok(frame)));
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    Poll::Ready(Some(Err(err))) => {
+                        return Poll::Ready(Some(Err(io::Error::other(err))));
+                    }
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
                 }
-                Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(io::Error::other(err)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
             },
         }
     }
@@ -237,6 +256,33 @@ mod tests {
         let bytes = body.collect().await.expect("within the limit").to_bytes();
         assert_eq!(bytes.len(), 10);
         assert!(!exceeded.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn the_callers_trailers_never_go_upstream() {
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"part"))),
+            Ok(Frame::trailers({
+                let mut t = http::HeaderMap::new();
+                t.insert(
+                    "authorization",
+                    http::HeaderValue::from_static("Bearer mine"),
+                );
+                t.insert("x-api-key", http::HeaderValue::from_static("caller-chosen"));
+                t
+            })),
+        ];
+        let body = UpstreamBody::Stream {
+            inner: axum::body::Body::new(http_body_util::StreamBody::new(
+                futures_util::stream::iter(frames),
+            )),
+            seen: 0,
+            limit: 100,
+            exceeded: Arc::new(AtomicBool::new(false)),
+        };
+        let collected = body.collect().await.expect("body");
+        assert!(collected.trailers().is_none(), "trailers were passed on");
+        assert_eq!(collected.to_bytes(), "part");
     }
 
     #[tokio::test]

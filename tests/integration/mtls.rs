@@ -3,6 +3,7 @@
 //! restart.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rcgen::{
@@ -73,7 +74,10 @@ fn sha256_hex(der: &[u8]) -> String {
 
 /// An HTTPS upstream requiring a client certificate from `ca`; answers with the SHA-256
 /// of the client certificate it was shown.
-async fn tls_upstream(ca: &Ca) -> std::net::SocketAddr {
+/// An HTTPS upstream requiring a client certificate from `ca`; it answers with the SHA-256
+/// of the certificate it saw, on keep-alive connections. `/slow` paths answer after 1 s;
+/// the counter tells how many have started.
+async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let server = ca.issue(
         &["localhost", "127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -101,9 +105,12 @@ async fn tls_upstream(ca: &Ca) -> std::net::SocketAddr {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let slow_started = Arc::new(AtomicUsize::new(0));
+    let started = slow_started.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let started = started.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
@@ -115,33 +122,47 @@ async fn tls_upstream(ca: &Ca) -> std::net::SocketAddr {
                     .and_then(|c| c.first())
                     .map(|c| sha256_hex(c))
                     .unwrap_or_default();
-                let mut request = Vec::new();
+                // Requests without bodies, one after another on the connection.
+                let mut buffered = Vec::new();
                 let mut chunk = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                loop {
+                    let end = loop {
+                        if let Some(at) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let request: Vec<u8> = buffered.drain(..end).collect();
+                    if String::from_utf8_lossy(&request).contains("/slow") {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{peer}",
+                        peer.len()
+                    );
+                    if tls.write_all(response.as_bytes()).await.is_err() {
+                        return;
                     }
                 }
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{peer}",
-                    peer.len()
-                );
-                let _ = tls.write_all(response.as_bytes()).await;
-                let _ = tls.shutdown().await;
             });
         }
     });
-    addr
+    (addr, slow_started)
 }
 
 struct MtlsWorld {
     w: World,
     dir: tempfile::TempDir,
+    /// `/slow` requests the TLS upstream has started.
+    slow_started: Arc<AtomicUsize>,
 }
 
 async fn mtls_world(ca: &Ca, client: Option<&Leaf>) -> MtlsWorld {
-    let upstream_addr = tls_upstream(ca).await;
+    let (upstream_addr, slow_started) = tls_upstream(ca).await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("ca.pem"), &ca.pem).expect("write");
     let tls_block = match client {
@@ -173,7 +194,11 @@ async fn mtls_world(ca: &Ca, client: Option<&Leaf>) -> MtlsWorld {
         "secrets:\n  cache_ttl_seconds: 1\n{}",
         default_config(&jwks, &upstream, &route)
     );
-    let mut app = TestApp::spawn(&config, &keys).await;
+    let mut env = default_env();
+    // Two serving threads whatever the machine, for the drain test.
+    env.push(("CREDPROXY_WORKER_THREADS".to_string(), "2".to_string()));
+    let mut app = TestApp::spawn_with(&config, &keys, &env, &[]).await;
+    app.wait_ready().await;
     if let Some(leaf) = client {
         // No line of the private key may ever reach a log.
         app.forbidden.extend(
@@ -191,6 +216,7 @@ async fn mtls_world(ca: &Ca, client: Option<&Leaf>) -> MtlsWorld {
             app,
         },
         dir,
+        slow_started,
     }
 }
 
@@ -238,4 +264,55 @@ async fn a_rotated_certificate_is_picked_up_without_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn sigterm_drains_a_request_on_a_connection_another_thread_opened() {
+    // The route's mutual-TLS client is shared by the serving threads; its pooled
+    // connection may belong to a thread that has nothing left to drain. That thread must
+    // not take the connection down while another thread's request is still on it.
+    let ca = Ca::new("partner test CA");
+    let leaf = ca.issue(&["pipeline-client"], ExtendedKeyUsagePurpose::ClientAuth);
+    let mut m = mtls_world(&ca, Some(&leaf)).await;
+    let token = m.w.keys.token(READER);
+    let client = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+    };
+    // Connection A (thread 0) opens the upstream connection and leaves it in the pool.
+    let a = client();
+    let r = a
+        .get(m.w.app.url("/partner/v1/fast"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    r.text().await.expect("body");
+    // Connection B (thread 1, as A's connection is still open) reuses it for a slow request.
+    let url = m.w.app.url("/partner/v1/slow");
+    let slow = {
+        let token = token.clone();
+        let b = client();
+        tokio::spawn(async move { b.get(url).bearer_auth(token).send().await })
+    };
+    while m.slow_started.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Thread 0 now serves nothing, and drains at once.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    m.w.app.sigterm();
+    let response = slow
+        .await
+        .expect("join")
+        .expect("the slow request finished");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.expect("body"),
+        sha256_hex(&leaf.cert_der)
+    );
+    assert_eq!(m.w.app.wait_exit(Duration::from_secs(9)).await, Some(0));
 }
