@@ -119,6 +119,7 @@ impl App {
                             entry(&t.certificate)?,
                             entry(&t.key)?,
                             t.ca_bundle.as_ref().map(entry).transpose()?,
+                            threads,
                         ))
                     }
                 };
@@ -559,7 +560,7 @@ async fn pipeline(
     let route_client;
     let client = match &route.tls {
         Some(tls) => {
-            route_client = tls.client()?;
+            route_client = tls.client(thread.map_or(0, |t| t.0))?;
             &route_client
         }
         None => app.client_for(thread),

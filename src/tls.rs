@@ -112,6 +112,12 @@ impl fmt::Debug for TlsMaterial {
 /// parse or holds the wrong kind of section, when a CA certificate cannot be a trust anchor,
 /// or when the key does not belong to the end-entity certificate.
 pub fn build_client(material: &TlsMaterial) -> Result<UpstreamClient, String> {
+    Ok(UpstreamClient::new(build_tls_config(material)?))
+}
+
+/// The TLS configuration [`build_client`] builds its client from, after the same checks;
+/// clients built from clones of it present the same identity and trust the same roots.
+pub fn build_tls_config(material: &TlsMaterial) -> Result<rustls::ClientConfig, String> {
     let chain = certificate_chain(&material.certificate_pem)?;
     let key = private_key(material.key_pem.expose_secret())?;
     check_key_matches(chain.clone(), key.clone_key())?;
@@ -119,9 +125,8 @@ pub fn build_client(material: &TlsMaterial) -> Result<UpstreamClient, String> {
         Some(pem) => Some(ca_bundle(pem)?),
         None => None,
     };
-    let tls = crate::upstream::tls_config(roots, Some((chain, key)))
-        .map_err(|err| format!("cannot build the upstream TLS client: {err}"))?;
-    Ok(UpstreamClient::new(tls))
+    crate::upstream::tls_config(roots, Some((chain, key)))
+        .map_err(|err| format!("cannot build the upstream TLS client: {err}"))
 }
 
 /// A SHA-256 over the three PEM parts, to tell whether a route's material changed since its

@@ -6,6 +6,10 @@
 //! unchanged material, by fingerprint, keeps the client and its pooled connections). The
 //! certificate and the key rotate as separate secrets, so a short window where they do not
 //! match is expected: the previous client is kept, and the mismatch is logged once.
+//!
+//! A build makes one client per serving thread from the same TLS configuration, so, as on
+//! routes without mutual TLS, a request's upstream connection lives on the thread serving
+//! it.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +18,7 @@ use secrecy::SecretSlice;
 
 use crate::error::ProxyError;
 use crate::secrets::{SecretEntry, SecretError, SecretStore};
-use crate::tls::{TlsMaterial, build_client, fingerprint};
+use crate::tls::{TlsMaterial, build_tls_config, fingerprint};
 use crate::upstream::UpstreamClient;
 
 type Generations = (u64, u64, u64);
@@ -22,7 +26,24 @@ type Generations = (u64, u64, u64);
 struct Built {
     generations: Generations,
     fingerprint: [u8; 32],
-    client: UpstreamClient,
+    /// One client per serving thread, all from the same material, so a request's upstream
+    /// connection lives on the thread serving it.
+    clients: Vec<UpstreamClient>,
+}
+
+impl Built {
+    fn client(&self, thread: usize) -> Result<UpstreamClient, ProxyError> {
+        self.clients
+            .get(thread)
+            .or_else(|| self.clients.first())
+            .cloned()
+            .ok_or_else(|| {
+                ProxyError::CredentialUnavailable(SecretError::Unavailable {
+                    resource: "upstream_tls".to_string(),
+                    detail: "no client was built".to_string(),
+                })
+            })
+    }
 }
 
 /// The TLS material of one route and the client built from it.
@@ -32,6 +53,8 @@ pub struct RouteTls {
     certificate: Arc<SecretEntry>,
     key: Arc<SecretEntry>,
     ca_bundle: Option<Arc<SecretEntry>>,
+    /// Serving threads (clients per build).
+    threads: usize,
     built: ArcSwapOption<Built>,
     /// Generations whose material failed to build, so a bad pair is not retried per request.
     failed: Mutex<Option<Generations>>,
@@ -44,13 +67,14 @@ impl std::fmt::Debug for RouteTls {
 }
 
 impl RouteTls {
-    /// The material of `route`, from its secret entries.
+    /// The material of `route`, from its secret entries, for `threads` serving threads.
     pub fn new(
         route: &str,
         store: Arc<SecretStore>,
         certificate: Arc<SecretEntry>,
         key: Arc<SecretEntry>,
         ca_bundle: Option<Arc<SecretEntry>>,
+        threads: usize,
     ) -> Self {
         RouteTls {
             route: route.to_string(),
@@ -58,6 +82,7 @@ impl RouteTls {
             certificate,
             key,
             ca_bundle,
+            threads: threads.max(1),
             built: ArcSwapOption::empty(),
             failed: Mutex::new(None),
         }
@@ -70,8 +95,8 @@ impl RouteTls {
         })
     }
 
-    /// The client to use now, rebuilt first if the material rotated.
-    pub fn client(&self) -> Result<UpstreamClient, ProxyError> {
+    /// The client serving thread `thread` uses now, rebuilt first if the material rotated.
+    pub fn client(&self, thread: usize) -> Result<UpstreamClient, ProxyError> {
         let (Some(certificate), Some(key)) = (self.certificate.current(), self.key.current())
         else {
             return Err(
@@ -102,10 +127,10 @@ impl RouteTls {
         if let Some(b) = &built
             && b.generations == generations
         {
-            return Ok(b.client.clone());
+            return b.client(thread);
         }
         let keep_previous = |detail: String| match &built {
-            Some(b) => Ok(b.client.clone()),
+            Some(b) => b.client(thread),
             None => Err(self.unavailable(detail)),
         };
         if self.failed.lock().is_ok_and(|f| *f == Some(generations)) {
@@ -121,24 +146,28 @@ impl RouteTls {
             && b.fingerprint == print
         {
             // Re-read, same material: keep the client and its pooled connections.
-            self.built.store(Some(Arc::new(Built {
+            let again = Arc::new(Built {
                 generations,
                 fingerprint: print,
-                client: b.client.clone(),
-            })));
-            return Ok(b.client.clone());
+                clients: b.clients.clone(),
+            });
+            self.built.store(Some(again.clone()));
+            return again.client(thread);
         }
-        match build_client(&material) {
-            Ok(client) => {
+        match build_tls_config(&material) {
+            Ok(config) => {
                 if built.is_some() {
                     tracing::info!(route = %self.route, "upstream TLS material rotated; new client in use");
                 }
-                self.built.store(Some(Arc::new(Built {
+                let fresh = Arc::new(Built {
                     generations,
                     fingerprint: print,
-                    client: client.clone(),
-                })));
-                Ok(client)
+                    clients: (0..self.threads)
+                        .map(|_| UpstreamClient::new(config.clone()))
+                        .collect(),
+                });
+                self.built.store(Some(fresh.clone()));
+                fresh.client(thread)
             }
             Err(detail) => {
                 if let Ok(mut failed) = self.failed.lock() {

@@ -74,10 +74,18 @@ fn sha256_hex(der: &[u8]) -> String {
 
 /// An HTTPS upstream requiring a client certificate from `ca`; answers with the SHA-256
 /// of the client certificate it was shown.
+/// What the TLS upstream counts.
+#[derive(Default)]
+struct Counts {
+    /// Connections whose handshake completed.
+    connections: AtomicUsize,
+    /// `/slow` requests started.
+    slow_started: AtomicUsize,
+}
+
 /// An HTTPS upstream requiring a client certificate from `ca`; it answers with the SHA-256
-/// of the certificate it saw, on keep-alive connections. `/slow` paths answer after 1 s;
-/// the counter tells how many have started.
-async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// of the certificate it saw, on keep-alive connections. `/slow` paths answer after 1 s.
+async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<Counts>) {
     let server = ca.issue(
         &["localhost", "127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -105,8 +113,8 @@ async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let slow_started = Arc::new(AtomicUsize::new(0));
-    let started = slow_started.clone();
+    let counts = Arc::new(Counts::default());
+    let started = counts.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
@@ -115,6 +123,7 @@ async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                started.connections.fetch_add(1, Ordering::SeqCst);
                 let peer = tls
                     .get_ref()
                     .1
@@ -137,7 +146,7 @@ async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                     };
                     let request: Vec<u8> = buffered.drain(..end).collect();
                     if String::from_utf8_lossy(&request).contains("/slow") {
-                        started.fetch_add(1, Ordering::SeqCst);
+                        started.slow_started.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     let response = format!(
@@ -151,18 +160,18 @@ async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
             });
         }
     });
-    (addr, slow_started)
+    (addr, counts)
 }
 
 struct MtlsWorld {
     w: World,
     dir: tempfile::TempDir,
-    /// `/slow` requests the TLS upstream has started.
-    slow_started: Arc<AtomicUsize>,
+    /// What the TLS upstream saw.
+    counts: Arc<Counts>,
 }
 
 async fn mtls_world(ca: &Ca, client: Option<&Leaf>) -> MtlsWorld {
-    let (upstream_addr, slow_started) = tls_upstream(ca).await;
+    let (upstream_addr, counts) = tls_upstream(ca).await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("ca.pem"), &ca.pem).expect("write");
     let tls_block = match client {
@@ -216,7 +225,7 @@ async fn mtls_world(ca: &Ca, client: Option<&Leaf>) -> MtlsWorld {
             app,
         },
         dir,
-        slow_started,
+        counts,
     }
 }
 
@@ -267,10 +276,10 @@ async fn a_rotated_certificate_is_picked_up_without_restart() {
 }
 
 #[tokio::test]
-async fn sigterm_drains_a_request_on_a_connection_another_thread_opened() {
-    // The route's mutual-TLS client is shared by the serving threads; its pooled
-    // connection may belong to a thread that has nothing left to drain. That thread must
-    // not take the connection down while another thread's request is still on it.
+async fn each_serving_thread_has_its_own_tls_connection_and_drains_it() {
+    // Each serving thread has its own client for the route, so a request's upstream
+    // connection lives on the thread serving it: a thread that has nothing left to drain
+    // ends without touching another thread's request.
     let ca = Ca::new("partner test CA");
     let leaf = ca.issue(&["pipeline-client"], ExtendedKeyUsagePurpose::ClientAuth);
     let mut m = mtls_world(&ca, Some(&leaf)).await;
@@ -281,7 +290,7 @@ async fn sigterm_drains_a_request_on_a_connection_another_thread_opened() {
             .build()
             .expect("client")
     };
-    // Connection A (thread 0) opens the upstream connection and leaves it in the pool.
+    // Connection A (thread 0) opens an upstream connection and leaves it in the pool.
     let a = client();
     let r = a
         .get(m.w.app.url("/partner/v1/fast"))
@@ -291,16 +300,21 @@ async fn sigterm_drains_a_request_on_a_connection_another_thread_opened() {
         .expect("request");
     assert_eq!(r.status(), 200);
     r.text().await.expect("body");
-    // Connection B (thread 1, as A's connection is still open) reuses it for a slow request.
+    // Connection B (thread 1, as A's connection is still open) sends a slow request.
     let url = m.w.app.url("/partner/v1/slow");
     let slow = {
         let token = token.clone();
         let b = client();
         tokio::spawn(async move { b.get(url).bearer_auth(token).send().await })
     };
-    while m.slow_started.load(Ordering::SeqCst) == 0 {
+    while m.counts.slow_started.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(
+        m.counts.connections.load(Ordering::SeqCst),
+        2,
+        "thread 1 opened its own upstream connection instead of using thread 0's"
+    );
     // Thread 0 now serves nothing, and drains at once.
     drop(a);
     tokio::time::sleep(Duration::from_millis(100)).await;
