@@ -163,6 +163,78 @@ async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<Counts>) {
     (addr, counts)
 }
 
+/// An HTTPS upstream that speaks only HTTP/2 (ALPN `h2`) and requires a client certificate
+/// from `ca`. It answers with the protocol version, whether the injected credential
+/// arrived, and the names of any request trailers.
+async fn h2_upstream(ca: &Ca) -> std::net::SocketAddr {
+    let server = ca.issue(
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der.clone()).expect("root");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![server.cert_der.clone()],
+            PrivatePkcs8KeyDer::from(server.key_der.clone()).into(),
+        )
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |request: http::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt as _;
+                        let version = format!("{:?}", request.version());
+                        let key_ok = request
+                            .headers()
+                            .get("x-key")
+                            .is_some_and(|v| v.as_bytes() == SECRET.as_bytes());
+                        let collected = request.into_body().collect().await?;
+                        let trailers: Vec<String> = collected
+                            .trailers()
+                            .map(|t| t.keys().map(|k| k.to_string()).collect())
+                            .unwrap_or_default();
+                        let text = format!(
+                            "{version} key_ok={key_ok} body={} trailers={}",
+                            collected.to_bytes().len(),
+                            trailers.join(",")
+                        );
+                        Ok::<_, hyper::Error>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(text),
+                        )))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
 struct MtlsWorld {
     w: World,
     dir: tempfile::TempDir,
@@ -172,6 +244,15 @@ struct MtlsWorld {
 
 async fn mtls_world(ca: &Ca, client: Option<&Leaf>) -> MtlsWorld {
     let (upstream_addr, counts) = tls_upstream(ca).await;
+    mtls_world_at(ca, client, upstream_addr, counts).await
+}
+
+async fn mtls_world_at(
+    ca: &Ca,
+    client: Option<&Leaf>,
+    upstream_addr: std::net::SocketAddr,
+    counts: Arc<Counts>,
+) -> MtlsWorld {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("ca.pem"), &ca.pem).expect("write");
     let tls_block = match client {
@@ -192,6 +273,9 @@ async fn mtls_world(ca: &Ca, client: Option<&Leaf>) -> MtlsWorld {
 {tls_block}    allow:
       - callers: ["{READER}"]
         methods: ["GET"]
+        paths: ["/**"]
+      - callers: ["{WRITER}"]
+        methods: ["POST"]
         paths: ["/**"]
 "#,
         port = upstream_addr.port()
@@ -329,4 +413,43 @@ async fn each_serving_thread_has_its_own_tls_connection_and_drains_it() {
         sha256_hex(&leaf.cert_der)
     );
     assert_eq!(m.w.app.wait_exit(Duration::from_secs(9)).await, Some(0));
+}
+
+#[tokio::test]
+async fn an_http2_only_upstream_is_reached_over_alpn_without_the_callers_trailers() {
+    let ca = Ca::new("partner test CA");
+    let leaf = ca.issue(&["pipeline-client"], ExtendedKeyUsagePurpose::ClientAuth);
+    let addr = h2_upstream(&ca).await;
+    let m = mtls_world_at(&ca, Some(&leaf), addr, Arc::default()).await;
+    let r = m.w.app.get_as(READER, "/partner/v1/ping").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.expect("body"),
+        "HTTP/2.0 key_ok=true body=0 trailers="
+    );
+    // A chunked body with trailers: the body goes through, the trailers do not.
+    let mut tcp = tokio::net::TcpStream::connect(m.w.app.addr)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /partner/v1/items HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\nTrailer: Authorization, X-Key\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nAuthorization: Bearer caller-chosen\r\nX-Key: caller-chosen\r\n\r\n",
+        m.w.keys.token(WRITER)
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // The answer is chunked (scrubbing streams it): join the chunks.
+    let (_, mut chunked) = response.split_once("\r\n\r\n").expect("head");
+    let mut body = String::new();
+    while let Some((size, rest)) = chunked.split_once("\r\n") {
+        let size = usize::from_str_radix(size, 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        body.push_str(&rest[..size]);
+        chunked = &rest[size + 2..];
+    }
+    assert_eq!(body, "HTTP/2.0 key_ok=true body=5 trailers=", "{response}");
 }
