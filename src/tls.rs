@@ -32,10 +32,8 @@
 //! inside the client for as long as the client lives; that is inherent to TLS.
 
 use std::fmt;
-use std::sync::Arc;
 
 use aws_lc_rs::digest;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject, SectionKind};
 use rustls::pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
@@ -247,10 +245,7 @@ fn check_key_matches(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<(), String> {
-    // The provider the upstream client uses: the process default, else aws-lc-rs.
-    let provider = CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let provider = crate::upstream::crypto_provider();
     let signing_key = provider.key_provider.load_private_key(key).map_err(|_| {
         format!("{KEY}: not a usable private key (RSA, ECDSA P-256/P-384 or Ed25519 expected)")
     })?;
@@ -304,6 +299,7 @@ mod tests {
     use super::*;
 
     use std::net::SocketAddr;
+    use std::sync::Arc;
     use std::sync::Mutex;
 
     use rcgen::{

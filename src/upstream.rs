@@ -101,16 +101,21 @@ impl UpstreamClient {
     }
 }
 
+/// The crypto provider of upstream TLS (reqwest's choice too): the process default, else
+/// aws-lc-rs.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
 /// The rustls configuration of an upstream client: trust only `roots` when given, else the
 /// platform verifier (system roots); present `identity` (chain, key) when given.
 pub fn tls_config(
     roots: Option<Vec<CertificateDer<'static>>>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<rustls::ClientConfig, String> {
-    // The provider reqwest uses too: the process default, else aws-lc-rs.
-    let provider = CryptoProvider::get_default()
-        .cloned()
-        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let provider = crypto_provider();
     let verifier: Arc<dyn ServerCertVerifier> = match roots {
         Some(roots) => {
             let mut store = rustls::RootCertStore::empty();

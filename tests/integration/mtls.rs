@@ -74,18 +74,9 @@ fn sha256_hex(der: &[u8]) -> String {
 
 /// An HTTPS upstream requiring a client certificate from `ca`; answers with the SHA-256
 /// of the client certificate it was shown.
-/// What the TLS upstream counts.
-#[derive(Default)]
-struct Counts {
-    /// Connections whose handshake completed.
-    connections: AtomicUsize,
-    /// `/slow` requests started.
-    slow_started: AtomicUsize,
-}
-
-/// An HTTPS upstream requiring a client certificate from `ca`; it answers with the SHA-256
-/// of the certificate it saw, on keep-alive connections. `/slow` paths answer after 1 s.
-async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<Counts>) {
+/// A server config for `localhost` signed by `ca`, requiring a client certificate from
+/// `ca`, offering `alpn` (nothing: no ALPN).
+fn server_config(ca: &Ca, alpn: &[&[u8]]) -> rustls::ServerConfig {
     let server = ca.issue(
         &["localhost", "127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
@@ -99,7 +90,7 @@ async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<Counts>) {
     )
     .build()
     .expect("verifier");
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_client_cert_verifier(verifier)
@@ -108,6 +99,23 @@ async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<Counts>) {
             PrivatePkcs8KeyDer::from(server.key_der.clone()).into(),
         )
         .expect("server config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// What the TLS upstream counts.
+#[derive(Default)]
+struct Counts {
+    /// Connections whose handshake completed.
+    connections: AtomicUsize,
+    /// `/slow` requests started.
+    slow_started: AtomicUsize,
+}
+
+/// An HTTPS upstream requiring a client certificate from `ca`; it answers with the SHA-256
+/// of the certificate it saw, on keep-alive connections. `/slow` paths answer after 1 s.
+async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<Counts>) {
+    let config = server_config(ca, &[]);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -167,29 +175,7 @@ async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<Counts>) {
 /// from `ca`. It answers with the protocol version, whether the injected credential
 /// arrived, and the names of any request trailers.
 async fn h2_upstream(ca: &Ca) -> std::net::SocketAddr {
-    let server = ca.issue(
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der.clone()).expect("root");
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .expect("verifier");
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![server.cert_der.clone()],
-            PrivatePkcs8KeyDer::from(server.key_der.clone()).into(),
-        )
-        .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = server_config(ca, &[b"h2"]);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
