@@ -27,7 +27,7 @@ use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use serde::Deserialize;
 
 use crate::policy::{CallerPattern, PathPattern, Rule};
-use crate::secrets::SecretRef;
+use crate::secrets::reference::SecretRef;
 
 /// Default path of the configuration file when neither `--config` nor `$CREDPROXY_CONFIG` is set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/credproxy/config.yaml";
@@ -1217,7 +1217,7 @@ impl Validator<'_> {
                 ok = false;
                 continue;
             };
-            if crate::proxy::is_protected_request_header(&header)
+            if crate::headers::is_protected_request_header(&header)
                 || Some(&header) == injected_header.as_ref()
             {
                 self.error(
@@ -1360,7 +1360,7 @@ impl Validator<'_> {
         }
         let inject = if let Some(h) = i.header {
             let name = self.header_name(&format!("{ip}.header.name"), &h.name)?;
-            if crate::proxy::is_hop_by_hop_or_framing(&name) {
+            if crate::headers::is_hop_by_hop_or_framing(&name) {
                 self.error(
                     &format!("{ip}.header.name"),
                     format!("`{}` cannot carry a credential", h.name),

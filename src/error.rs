@@ -120,7 +120,7 @@ impl ProxyError {
         });
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(crate::server::X_REQUEST_ID, request_id.clone());
+        headers.insert(crate::headers::X_REQUEST_ID, request_id.clone());
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             ProxyError::Unauthenticated(_) => {

@@ -36,6 +36,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod explain;
+pub mod headers;
 pub mod identity;
 pub mod limit;
 pub mod metrics;
@@ -46,9 +47,7 @@ pub mod secrets;
 pub mod server;
 pub mod signing;
 pub mod telemetry;
-pub mod tls;
 pub mod upstream;
-pub mod upstream_tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -19,87 +19,19 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 use percent_encoding::percent_decode_str;
 use secrecy::ExposeSecret;
 
 use crate::config::RouteSpec;
 use crate::error::ProxyError;
+use crate::headers::{
+    X_REQUEST_ID, connection_tokens, is_hop_by_hop_or_framing, is_protected_request_header,
+};
 use crate::scrub::ScrubStream;
 use crate::secrets::{Prepared, Resolved};
+use crate::telemetry::error_chain;
 use crate::upstream::{UpstreamBody, UpstreamClient};
-
-/// The shared upstream client: pooled keep-alive connections, rustls with the system roots,
-/// no proxy from the environment (it could divert credentials), redirects passed back, never
-/// followed.
-pub fn upstream_client() -> Result<UpstreamClient, String> {
-    UpstreamClient::with_system_roots()
-}
-
-/// A reqwest client with the same settings, for calls made on a route's behalf outside the
-/// request path (OAuth2 token endpoints).
-pub fn reqwest_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(crate::upstream::CONNECT_TIMEOUT)
-        .pool_idle_timeout(crate::upstream::POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(crate::upstream::POOL_MAX_IDLE_PER_HOST)
-        .tcp_nodelay(true)
-        .build()
-}
-
-/// Headers that describe one connection or the framing of one message.
-pub fn is_hop_by_hop_or_framing(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
-}
-
-/// Caller headers that are never forwarded (besides the injected credential's name and the
-/// headers named in `Connection`).
-pub fn is_protected_request_header(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    is_hop_by_hop_or_framing(name)
-        || n.starts_with("proxy-")
-        || n.starts_with("x-forwarded-")
-        || matches!(
-            n,
-            "authorization"
-                | "x-serverless-authorization"
-                | "cookie"
-                | "x-http-method-override"
-                | "x-http-method"
-                | "x-method-override"
-                | "forwarded"
-                | "x-real-ip"
-                | "expect"
-                | "x-request-id"
-                | "x-original-url"
-                | "x-rewrite-url"
-        )
-}
-
-/// Connection tokens (lowercase) the caller listed in `Connection`.
-fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
 
 /// The headers sent upstream: the caller's, cleaned, then the route's `set`, then the
 /// credential.
@@ -127,7 +59,7 @@ pub fn upstream_headers(
     for (name, value) in &route.request_headers_set {
         out.insert(name.clone(), value.clone());
     }
-    out.insert(crate::server::X_REQUEST_ID, request_id.clone());
+    out.insert(X_REQUEST_ID, request_id.clone());
     if route.scrub_responses {
         // A compressed body cannot be scrubbed: ask for the identity encoding.
         out.insert(
@@ -461,7 +393,7 @@ pub async fn forward(
             }
         }
     }
-    out_headers.insert(crate::server::X_REQUEST_ID, request_id.clone());
+    out_headers.insert(X_REQUEST_ID, request_id.clone());
     let stream = IdleTimeout::new(
         http_body_util::BodyDataStream::new(response.into_body()),
         route.idle_timeout,
@@ -559,23 +491,12 @@ where
     }
 }
 
-/// `err: cause: cause` for logs.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{CredentialSpec, Injection, Upstream};
     use crate::secrets::{SecretRef, prepare};
+    use http::HeaderName;
 
     fn route(inject: Injection) -> (RouteSpec, Resolved) {
         route_with_secret(inject, b"s3cr3t")

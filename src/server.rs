@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderName, HeaderValue, StatusCode, Version};
+use http::{StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -22,6 +22,7 @@ use tower::ServiceExt as _;
 use crate::audit::{AuditSink, Observed, RequestContext};
 use crate::config::{Config, RouteSpec};
 use crate::error::ProxyError;
+use crate::headers::{X_REQUEST_ID, client_address, request_id};
 use crate::identity::Verifier;
 use crate::metrics::RouteMetrics;
 use crate::policy::{self, Decision, DenyReason};
@@ -29,8 +30,6 @@ use crate::proxy;
 use crate::secrets::events::SecretEvent;
 use crate::secrets::{self, Credential, Minted, Resolved, SecretStore};
 
-/// `X-Request-Id`.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Request bodies held whole in memory (for signing) across all requests, at most: beyond
 /// it, requests that need one get 503 `overloaded` instead of exhausting memory.
 pub const BODY_BUDGET_KIB: usize = 128 * 1024;
@@ -52,7 +51,7 @@ pub struct RouteRuntime {
     /// Its rate limiters.
     pub limits: crate::limit::RouteLimits,
     /// Its mutual-TLS client, when `upstream_tls` is set.
-    pub tls: Option<crate::upstream_tls::RouteTls>,
+    pub tls: Option<crate::upstream::route_tls::RouteTls>,
 }
 
 /// Everything the handler needs, shared by all requests.
@@ -113,7 +112,7 @@ impl App {
                                 ))
                             })
                         };
-                        Some(crate::upstream_tls::RouteTls::new(
+                        Some(crate::upstream::route_tls::RouteTls::new(
                             &spec.name,
                             secrets.clone(),
                             entry(&t.certificate)?,
@@ -175,7 +174,7 @@ impl App {
     }
 }
 
-pub use crate::proxy::upstream_client;
+use crate::upstream::upstream_client;
 
 /// The router: reserved endpoints (any method), everything else through [`handle`].
 pub fn router(app: Arc<App>) -> axum::Router {
@@ -259,43 +258,6 @@ pub fn metrics_router() -> axum::Router {
         "/_credproxy/metrics",
         axum::routing::get(|| async { metrics_text() }),
     )
-}
-
-/// A caller-supplied request id is kept when it is a sane token, else one is generated.
-pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if (1..=128).contains(&b.len())
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-        {
-            return v.clone();
-        }
-    }
-    let id = format!("{:032x}", rand::random::<u128>());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
-/// The client's address: the TCP peer, or with `trusted_proxy_hops = n` the n-th
-/// `X-Forwarded-For` entry from the right (each trusted proxy appends the address it saw;
-/// entries further left are whatever the client sent). `None` when there are fewer entries
-/// than trusted hops: requests then fail any `source_ranges` check.
-pub fn client_address(
-    headers: &http::HeaderMap,
-    peer: Option<IpAddr>,
-    hops: usize,
-) -> Option<IpAddr> {
-    if hops == 0 {
-        return peer;
-    }
-    let entry = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .rev()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.rsplit(','))
-        .nth(hops - 1)?;
-    entry.trim().parse::<IpAddr>().ok()
 }
 
 /// Holds one in-flight slot until the response body is over.
@@ -948,39 +910,4 @@ pub async fn serve(
     }
     let _ = stop.send(true);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_address_trusts_only_the_configured_hops() {
-        let peer: Option<IpAddr> = "10.0.0.9".parse().ok();
-        let mut h = http::HeaderMap::new();
-        h.append(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 1.2.3.4"),
-        );
-        assert_eq!(client_address(&h, peer, 0), peer);
-        assert_eq!(client_address(&h, peer, 1), "1.2.3.4".parse().ok());
-        assert_eq!(client_address(&h, peer, 2), "6.6.6.6".parse().ok());
-        assert_eq!(client_address(&h, peer, 3), None);
-        h.append("x-forwarded-for", HeaderValue::from_static("5.5.5.5"));
-        assert_eq!(client_address(&h, peer, 1), "5.5.5.5".parse().ok());
-        assert_eq!(client_address(&http::HeaderMap::new(), peer, 1), None);
-    }
-
-    #[test]
-    fn keeps_sane_request_ids_and_replaces_others() {
-        let mut h = http::HeaderMap::new();
-        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc.DEF_1-2"));
-        assert_eq!(request_id(&h), "abc.DEF_1-2");
-        for bad in ["", "has space", "semi;colon", &"x".repeat(129)] {
-            h.insert(X_REQUEST_ID, HeaderValue::from_str(bad).expect("value"));
-            let id = request_id(&h);
-            assert_ne!(id, bad);
-            assert_eq!(id.len(), 32);
-        }
-    }
 }

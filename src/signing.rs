@@ -538,7 +538,7 @@ fn check_format(format: &str, signs_timestamp: bool) -> Result<(), String> {
 /// Headers that describe a connection or the framing of a message: they cannot carry a
 /// signature.
 fn is_framing_header(name: &HeaderName) -> bool {
-    crate::proxy::is_hop_by_hop_or_framing(name)
+    crate::headers::is_hop_by_hop_or_framing(name)
 }
 
 /// An optional header-name field.

@@ -30,3 +30,15 @@ pub fn init_human() {
         )
         .try_init();
 }
+
+/// `err: cause: cause` for logs.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

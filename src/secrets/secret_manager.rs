@@ -124,7 +124,7 @@ impl SecretManager {
                     Some(Code::FailedPrecondition) => StoreFailure::Disabled,
                     _ => StoreFailure::Other(
                         // The client's errors carry no payload; keep the chain for operators.
-                        crate::proxy::error_chain(&e),
+                        crate::telemetry::error_chain(&e),
                     ),
                 }
             })?;

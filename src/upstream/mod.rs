@@ -19,6 +19,9 @@
 //! (`REFUSED_STREAM`) retried: that is a 502. The caller's request trailers are dropped:
 //! they would reach an HTTP/2 upstream past the header hygiene of `upstream_headers`.
 
+pub mod mtls;
+pub mod route_tls;
+
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -232,6 +235,26 @@ impl http_body::Body for UpstreamBody {
             UpstreamBody::Stream { inner, .. } => inner.size_hint(),
         }
     }
+}
+
+/// The shared upstream client: pooled keep-alive connections, rustls with the system roots,
+/// no proxy from the environment (it could divert credentials), redirects passed back, never
+/// followed.
+pub fn upstream_client() -> Result<UpstreamClient, String> {
+    UpstreamClient::with_system_roots()
+}
+
+/// A reqwest client with the same settings, for calls made on a route's behalf outside the
+/// request path (OAuth2 token endpoints).
+pub fn reqwest_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+        .tcp_nodelay(true)
+        .build()
 }
 
 #[cfg(test)]

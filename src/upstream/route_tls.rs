@@ -16,10 +16,9 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use secrecy::SecretSlice;
 
-use crate::error::ProxyError;
 use crate::secrets::{SecretEntry, SecretError, SecretStore};
-use crate::tls::{TlsMaterial, build_tls_config, fingerprint};
 use crate::upstream::UpstreamClient;
+use crate::upstream::mtls::{TlsMaterial, build_tls_config, fingerprint};
 
 type Generations = (u64, u64, u64);
 
@@ -32,16 +31,14 @@ struct Built {
 }
 
 impl Built {
-    fn client(&self, thread: usize) -> Result<UpstreamClient, ProxyError> {
+    fn client(&self, thread: usize) -> Result<UpstreamClient, SecretError> {
         self.clients
             .get(thread)
             .or_else(|| self.clients.first())
             .cloned()
-            .ok_or_else(|| {
-                ProxyError::CredentialUnavailable(SecretError::Unavailable {
-                    resource: "upstream_tls".to_string(),
-                    detail: "no client was built".to_string(),
-                })
+            .ok_or_else(|| SecretError::Unavailable {
+                resource: "upstream_tls".to_string(),
+                detail: "no client was built".to_string(),
             })
     }
 }
@@ -88,15 +85,15 @@ impl RouteTls {
         }
     }
 
-    fn unavailable(&self, detail: String) -> ProxyError {
-        ProxyError::CredentialUnavailable(SecretError::Unavailable {
+    fn unavailable(&self, detail: String) -> SecretError {
+        SecretError::Unavailable {
             resource: format!("upstream_tls of route {}", self.route),
             detail,
-        })
+        }
     }
 
     /// The client serving thread `thread` uses now, rebuilt first if the material rotated.
-    pub fn client(&self, thread: usize) -> Result<UpstreamClient, ProxyError> {
+    pub fn client(&self, thread: usize) -> Result<UpstreamClient, SecretError> {
         let (Some(certificate), Some(key)) = (self.certificate.current(), self.key.current())
         else {
             return Err(
@@ -114,9 +111,7 @@ impl RouteTls {
             .into_iter()
             .chain(self.ca_bundle.as_ref().zip(ca.as_ref()))
         {
-            self.store
-                .check_usable(entry, fetched)
-                .map_err(ProxyError::CredentialUnavailable)?;
+            self.store.check_usable(entry, fetched)?;
         }
         let generations = (
             certificate.generation,

@@ -1,7 +1,7 @@
 //! Upstream mutual TLS: a route's client certificate, key and optional CA bundle, turned into
 //! the [`UpstreamClient`] that route forwards through.
 //!
-//! A route with `upstream_tls` cannot share [`crate::server::upstream_client`]: the client
+//! A route with `upstream_tls` cannot share [`crate::upstream::upstream_client`]: the client
 //! identity is part of a client's TLS configuration, fixed when the client is built. So
 //! such a route gets its own client from [`build_client`], configured like the shared one
 //! (no proxy from the environment, redirects passed back, the same timeouts and pool) plus:

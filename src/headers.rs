@@ -1,0 +1,134 @@
+//! The request vocabulary every layer shares: the request id, the client address, and the
+//! tables of headers credproxy owns (hop-by-hop and framing headers, and caller headers that
+//! are never forwarded). No imports from the rest of the crate, so config, injection and the
+//! proxy can all use it.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+/// `X-Request-Id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// A caller-supplied request id is kept when it is a sane token, else one is generated.
+pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if (1..=128).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        {
+            return v.clone();
+        }
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The client's address: the TCP peer, or with `trusted_proxy_hops = n` the n-th
+/// `X-Forwarded-For` entry from the right (each trusted proxy appends the address it saw;
+/// entries further left are whatever the client sent). `None` when there are fewer entries
+/// than trusted hops: requests then fail any `source_ranges` check.
+pub fn client_address(
+    headers: &http::HeaderMap,
+    peer: Option<IpAddr>,
+    hops: usize,
+) -> Option<IpAddr> {
+    if hops == 0 {
+        return peer;
+    }
+    let entry = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.rsplit(','))
+        .nth(hops - 1)?;
+    entry.trim().parse::<IpAddr>().ok()
+}
+
+/// Headers that describe one connection or the framing of one message.
+pub fn is_hop_by_hop_or_framing(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// Caller headers that are never forwarded (besides the injected credential's name and the
+/// headers named in `Connection`).
+pub fn is_protected_request_header(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    is_hop_by_hop_or_framing(name)
+        || n.starts_with("proxy-")
+        || n.starts_with("x-forwarded-")
+        || matches!(
+            n,
+            "authorization"
+                | "x-serverless-authorization"
+                | "cookie"
+                | "x-http-method-override"
+                | "x-http-method"
+                | "x-method-override"
+                | "forwarded"
+                | "x-real-ip"
+                | "expect"
+                | "x-request-id"
+                | "x-original-url"
+                | "x-rewrite-url"
+        )
+}
+
+/// Connection tokens (lowercase) the caller listed in `Connection`.
+pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_address_trusts_only_the_configured_hops() {
+        let peer: Option<IpAddr> = "10.0.0.9".parse().ok();
+        let mut h = http::HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4"),
+        );
+        assert_eq!(client_address(&h, peer, 0), peer);
+        assert_eq!(client_address(&h, peer, 1), "1.2.3.4".parse().ok());
+        assert_eq!(client_address(&h, peer, 2), "6.6.6.6".parse().ok());
+        assert_eq!(client_address(&h, peer, 3), None);
+        h.append("x-forwarded-for", HeaderValue::from_static("5.5.5.5"));
+        assert_eq!(client_address(&h, peer, 1), "5.5.5.5".parse().ok());
+        assert_eq!(client_address(&http::HeaderMap::new(), peer, 1), None);
+    }
+
+    #[test]
+    fn keeps_sane_request_ids_and_replaces_others() {
+        let mut h = http::HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc.DEF_1-2"));
+        assert_eq!(request_id(&h), "abc.DEF_1-2");
+        for bad in ["", "has space", "semi;colon", &"x".repeat(129)] {
+            h.insert(X_REQUEST_ID, HeaderValue::from_str(bad).expect("value"));
+            let id = request_id(&h);
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 32);
+        }
+    }
+}
