@@ -26,7 +26,8 @@ use reqwest::Url;
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use serde::Deserialize;
 
-use crate::policy::{CallerPattern, PathPattern, Rule};
+use crate::inject::{CredentialSpec, Injection};
+use crate::policy::{CallerPattern, Decoys, PathPattern, Rule};
 use crate::secrets::reference::SecretRef;
 
 /// Default path of the configuration file when neither `--config` nor `$CREDPROXY_CONFIG` is set.
@@ -220,33 +221,7 @@ struct RawRate {
 struct RawCredential {
     secret: String,
     field: Option<String>,
-    inject: RawInject,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawInject {
-    header: Option<RawHeaderInject>,
-    query: Option<RawQueryInject>,
-    basic: Option<RawBasicInject>,
-    oauth2_client_credentials: Option<serde_json::Value>,
-    hmac: Option<serde_json::Value>,
-    aws_sigv4: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawHeaderInject {
-    name: String,
-    format: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawQueryInject {
-    name: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawBasicInject {
-    username: String,
+    inject: crate::inject::RawInject,
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,28 +327,6 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
 }
 
-/// `decoys:`: names no pipeline should ever use. Touching one is refused as usual and
-/// audited at ALERT with reason `decoy`.
-#[derive(Debug, Clone, Default)]
-pub struct Decoys {
-    /// Route names.
-    pub routes: Vec<String>,
-    /// Caller patterns.
-    pub callers: Vec<CallerPattern>,
-}
-
-impl Decoys {
-    /// Whether `route` is a decoy route.
-    pub fn route(&self, route: &str) -> bool {
-        self.routes.iter().any(|r| r == route)
-    }
-
-    /// Whether `email` is a decoy caller.
-    pub fn caller(&self, email: &str) -> bool {
-        self.callers.iter().any(|c| c.matches(email))
-    }
-}
-
 /// `events:` settings.
 #[derive(Debug, Clone)]
 pub struct EventsSettings {
@@ -418,6 +371,17 @@ pub struct RouteSpec {
     pub route_rate_limit: Option<crate::limit::RateSpec>,
 }
 
+impl RouteSpec {
+    /// What the route allows, for [`crate::policy::authorize_request`].
+    pub fn access(&self) -> crate::policy::Access<'_> {
+        crate::policy::Access {
+            route: &self.name,
+            rules: &self.allow,
+            source_ranges: self.source_ranges.as_deref(),
+        }
+    }
+}
+
 /// An upstream base URL: scheme, authority and an optional base path (no trailing slash).
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -453,70 +417,6 @@ impl UpstreamTls {
         ]
         .into_iter()
         .flatten()
-    }
-}
-
-/// Where a route's credential comes from and how it is injected.
-#[derive(Debug, Clone)]
-pub struct CredentialSpec {
-    /// The secret reference.
-    pub secret: SecretRef,
-    /// Optional JSON field of the payload to use instead of the whole payload.
-    pub field: Option<String>,
-    /// How the value is put into the upstream request.
-    pub inject: Injection,
-}
-
-/// How a credential is injected.
-#[derive(Debug, Clone)]
-pub enum Injection {
-    /// A header whose value is `format` with `{secret}` replaced.
-    Header {
-        /// Header name.
-        name: HeaderName,
-        /// Template containing `{secret}`.
-        format: String,
-    },
-    /// A query parameter.
-    Query {
-        /// Parameter name.
-        name: String,
-    },
-    /// HTTP basic authentication with the secret as password.
-    Basic {
-        /// User name.
-        username: String,
-    },
-    /// An HMAC signature over parts of each request, keyed by the secret.
-    Hmac(crate::signing::HmacSpec),
-    /// AWS Signature Version 4 with `{"access_key_id", "secret_access_key"}` from the secret.
-    AwsSigV4(crate::signing::AwsSigV4Spec),
-    /// `Authorization: Bearer` with an access token minted from
-    /// `{"client_id", "client_secret"}` (OAuth2 client credentials grant).
-    OAuth2(crate::secrets::oauth2::OAuth2Spec),
-}
-
-impl Injection {
-    /// Short name of the kind, for `explain` and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Injection::Header { .. } => "header",
-            Injection::Query { .. } => "query",
-            Injection::Basic { .. } => "basic",
-            Injection::Hmac(_) => "hmac",
-            Injection::AwsSigV4(_) => "aws_sigv4",
-            Injection::OAuth2(_) => "oauth2_client_credentials",
-        }
-    }
-
-    /// Whether signing needs the whole request body (it is then buffered up to
-    /// `max_body_bytes`).
-    pub fn needs_body(&self) -> bool {
-        match self {
-            Injection::Hmac(spec) => spec.signs_body(),
-            Injection::AwsSigV4(_) => true,
-            _ => false,
-        }
     }
 }
 
@@ -1199,17 +1099,7 @@ impl Validator<'_> {
             }
         }
 
-        let injected_header = match &credential {
-            Some(CredentialSpec {
-                inject: Injection::Header { name, .. },
-                ..
-            }) => Some(name.clone()),
-            Some(CredentialSpec {
-                inject: Injection::Basic { .. },
-                ..
-            }) => Some(http::header::AUTHORIZATION),
-            _ => None,
-        };
+        let injected_header = credential.as_ref().and_then(|c| c.inject.owned_header());
         let mut request_headers_set = Vec::new();
         for (hname, value) in raw.request_headers.set {
             let hp = format!("{p}.request_headers.set.{hname}");
@@ -1339,103 +1229,19 @@ impl Validator<'_> {
             self.error(&format!("{p}.field"), "field must not be empty");
         }
         let ip = format!("{p}.inject");
-        let i = raw.inject;
-        let count = [
-            i.header.is_some(),
-            i.query.is_some(),
-            i.basic.is_some(),
-            i.oauth2_client_credentials.is_some(),
-            i.hmac.is_some(),
-            i.aws_sigv4.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if count != 1 {
-            self.error(
-                &ip,
-                format!("exactly one of header, query, basic, oauth2_client_credentials, hmac, aws_sigv4 is required, found {count}"),
-            );
-            return None;
-        }
-        let inject = if let Some(h) = i.header {
-            let name = self.header_name(&format!("{ip}.header.name"), &h.name)?;
-            if crate::headers::is_hop_by_hop_or_framing(&name) {
-                self.error(
-                    &format!("{ip}.header.name"),
-                    format!("`{}` cannot carry a credential", h.name),
-                );
-                return None;
-            }
-            let format = h.format.unwrap_or_else(|| "{secret}".to_string());
-            if !format.contains("{secret}") {
-                self.error(
-                    &format!("{ip}.header.format"),
-                    "the format must contain `{secret}`, e.g. \"Bearer {secret}\"",
-                );
-                return None;
-            }
-            if HeaderValue::from_str(&format.replace("{secret}", "x")).is_err() {
-                self.error(
-                    &format!("{ip}.header.format"),
-                    "the format has characters not allowed in HTTP headers",
-                );
-                return None;
-            }
-            Injection::Header { name, format }
-        } else if let Some(q) = i.query {
-            if q.name.is_empty() {
-                self.error(
-                    &format!("{ip}.query.name"),
-                    "parameter name must not be empty",
-                );
-                return None;
-            }
-            Injection::Query { name: q.name }
-        } else if let Some(b) = i.basic {
-            if b.username.contains(':') {
-                self.error(
-                    &format!("{ip}.basic.username"),
-                    "a basic-auth user name cannot contain `:`",
-                );
-                return None;
-            }
-            Injection::Basic {
-                username: b.username,
-            }
-        } else if let Some(raw) = &i.hmac {
-            match crate::signing::HmacSpec::from_raw(raw) {
-                Ok(spec) => Injection::Hmac(spec),
-                Err(e) => {
-                    self.error(&format!("{ip}.hmac"), e);
-                    return None;
+        let inject = match Injection::parse(raw.inject) {
+            Ok(inject) => inject,
+            Err(problems) => {
+                for problem in problems {
+                    let path = if problem.key.is_empty() {
+                        ip.clone()
+                    } else {
+                        format!("{ip}.{}", problem.key)
+                    };
+                    self.error(&path, problem.message);
                 }
+                return None;
             }
-        } else if let Some(raw) = &i.aws_sigv4 {
-            match crate::signing::AwsSigV4Spec::from_raw(raw) {
-                Ok(spec) => Injection::AwsSigV4(spec),
-                Err(e) => {
-                    self.error(&format!("{ip}.aws_sigv4"), e);
-                    return None;
-                }
-            }
-        } else if let Some(raw) = &i.oauth2_client_credentials {
-            match crate::secrets::oauth2::OAuth2Spec::parse(raw, true) {
-                Ok(spec) => Injection::OAuth2(spec),
-                Err(problems) => {
-                    for problem in problems {
-                        let path = if problem.key.is_empty() {
-                            format!("{ip}.oauth2_client_credentials")
-                        } else {
-                            format!("{ip}.oauth2_client_credentials.{}", problem.key)
-                        };
-                        self.error(&path, problem.message);
-                    }
-                    return None;
-                }
-            }
-        } else {
-            return None;
         };
         Some(CredentialSpec {
             secret: secret?,

@@ -5,7 +5,9 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::credential::CredentialError;
 use crate::identity::AuthError;
+use crate::inject::InjectError;
 use crate::policy::PathError;
 use crate::secrets::SecretError;
 
@@ -23,7 +25,7 @@ pub enum ProxyError {
     Forbidden {
         /// Says which caller, route, method and path.
         message: String,
-        /// Audit reason: `forbidden` or `grant_expired`.
+        /// Audit reason: `forbidden`, `grant_expired`, `source_not_allowed` or `decoy`.
         reason: &'static str,
     },
     /// 404: no such route (for an authenticated caller).
@@ -44,15 +46,36 @@ pub enum ProxyError {
     /// 429: over a rate limit.
     #[error("{0}")]
     RateLimited(crate::limit::Limited),
-    /// 503: the credential cannot be resolved.
+    /// 503: the credential cannot be resolved, or its value cannot be injected.
     #[error("{0}")]
-    CredentialUnavailable(#[from] SecretError),
+    CredentialUnavailable(#[from] CredentialError),
     /// 503: too many requests in flight.
     #[error("credproxy is at its limit of requests in flight; retry after a moment")]
     Overloaded,
     /// 504: no response headers within `timeout_seconds`.
     #[error("the upstream did not answer within {0} seconds")]
     UpstreamTimeout(u64),
+}
+
+impl From<SecretError> for ProxyError {
+    fn from(e: SecretError) -> Self {
+        ProxyError::CredentialUnavailable(CredentialError::Store(e))
+    }
+}
+
+impl From<InjectError> for ProxyError {
+    fn from(e: InjectError) -> Self {
+        ProxyError::CredentialUnavailable(CredentialError::Inject(e))
+    }
+}
+
+impl From<Box<crate::policy::Denial>> for ProxyError {
+    fn from(d: Box<crate::policy::Denial>) -> Self {
+        ProxyError::Forbidden {
+            reason: d.audit_reason(),
+            message: d.to_string(),
+        }
+    }
 }
 
 impl From<PathError> for ProxyError {
@@ -100,7 +123,10 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::Unauthenticated(e) => e.reason(),
-            ProxyError::CredentialUnavailable(SecretError::OAuth2 { code, .. }) => code,
+            ProxyError::CredentialUnavailable(CredentialError::Inject(InjectError::OAuth2 {
+                code,
+                ..
+            })) => code,
             ProxyError::Forbidden { reason, .. } => reason,
             ProxyError::RateLimited(l) => match l.scope {
                 crate::limit::LimitScope::Caller => "rate_limited",
@@ -147,9 +173,9 @@ mod tests {
 
     #[test]
     fn statuses_and_codes_follow_the_spec_table() {
-        let secret = SecretError::Empty {
+        let secret = CredentialError::Inject(InjectError::Empty {
             resource: "env:X".to_string(),
-        };
+        });
         let cases: Vec<(ProxyError, u16, &str)> = vec![
             (ProxyError::BadRequest("x".into()), 400, "bad_request"),
             (

@@ -1,10 +1,15 @@
-//! `credproxy explain`: a policy dry run over the same normaliser and matcher the server uses.
+//! `credproxy explain`: a policy dry run that decides exactly as `serve` does for a caller,
+//! client address and time: the same normaliser, the same route lookup, and the same
+//! [`policy::authorize_request`] (decoys, source ranges, expired grants, exact method
+//! names, rules). Only authentication is assumed: the caller is taken as verified.
+
+use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use http::Method;
 
 use crate::config::Config;
-use crate::policy::{self, Decision, DenyReason};
+use crate::policy::{self, Attempt, DenyReason};
 
 /// The verdict and a human-readable report of how it was reached.
 #[derive(Debug)]
@@ -15,6 +20,21 @@ pub struct Explanation {
     pub report: String,
 }
 
+/// What is being asked: who, from where, when, and the request line.
+#[derive(Debug, Clone, Copy)]
+pub struct Question<'a> {
+    /// The caller email (the ID token's `email`).
+    pub caller: &'a str,
+    /// The client address (`--client-ip`); `None` fails any `source_ranges`, as in `serve`.
+    pub client_ip: Option<IpAddr>,
+    /// The method, exactly as it would be sent (`get` is not `GET`).
+    pub method: &'a str,
+    /// The request path as the caller would send it: `/ROUTE/PATH[?query]`.
+    pub url_path: &'a str,
+    /// When (`--at`, default now): grants are judged at this time.
+    pub at: DateTime<Utc>,
+}
+
 /// Explains what credproxy would do with `method url_path` from `caller` at `now`.
 pub fn explain(
     config: &Config,
@@ -23,55 +43,102 @@ pub fn explain(
     url_path: &str,
     now: DateTime<Utc>,
 ) -> Explanation {
+    explain_question(
+        config,
+        Question {
+            caller,
+            client_ip: None,
+            method,
+            url_path,
+            at: now,
+        },
+    )
+}
+
+/// Explains what credproxy would do with the request of `q`.
+pub fn explain_question(config: &Config, q: Question<'_>) -> Explanation {
     let deny = |reason: String| Explanation {
         allowed: false,
         report: format!("deny\nreason: {reason}\n"),
     };
-    let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+    // hyper takes any token as a method, case-sensitively; rules name upper-case methods.
+    let Ok(method) = Method::from_bytes(q.method.as_bytes()) else {
         return deny(format!(
-            "`{method}` is not an HTTP method (400 bad_request)"
+            "`{}` is not an HTTP method (400 bad_request)",
+            q.method
         ));
     };
-    let path_only = url_path.split('?').next().unwrap_or_default();
+    let path_only = q.url_path.split('?').next().unwrap_or_default();
     let target = match policy::normalise(path_only) {
         Ok(t) => t,
         Err(e) => return deny(format!("{e} (400 bad_request)")),
     };
     let Some(route) = config.routes.iter().find(|r| r.name == target.route) else {
+        let decoy = if config.decoys.route(&target.route) || config.decoys.caller(q.caller) {
+            "; it is a decoy, so the attempt is audited at ALERT with reason decoy"
+        } else {
+            ""
+        };
         return deny(format!(
-            "no route named `{}` (404 unknown_route)",
+            "no route named `{}` (404 unknown_route){decoy}",
             target.route
         ));
     };
-    let upstream = format!(
-        "{}{}{}",
-        route.upstream.origin, route.upstream.base_path, target.upstream_path
-    );
-    let credential = format!(
-        "{} injection from {}",
-        route.credential.inject.kind(),
-        route.credential.secret.resource()
-    );
-    match policy::authorize(&route.allow, caller, &method, &target.path, now) {
-        Decision::Allow { rule } => Explanation {
-            allowed: true,
-            report: format!(
-                "allow\nroute: {name} -> {upstream}\nrule: routes.{name}.allow[{rule}]: {desc}\ncredential: {credential}\n",
+    let attempt = Attempt {
+        caller: q.caller,
+        client_ip: q.client_ip,
+        method: &method,
+        path: &target.path,
+        now: q.at,
+    };
+    match policy::authorize_request(&config.decoys, route.access(), attempt) {
+        Ok(allowed) => {
+            let upstream = format!(
+                "{}{}{}",
+                route.upstream.origin, route.upstream.base_path, target.upstream_path
+            );
+            let credential = format!(
+                "{} injection from {}",
+                route.credential.inject.kind(),
+                route.credential.secret.resource()
+            );
+            Explanation {
+                allowed: true,
+                report: format!(
+                    "allow\nroute: {name} -> {upstream}\nrule: routes.{name}.allow[{rule}]: {desc}\ncredential: {credential}\n",
+                    name = route.name,
+                    rule = allowed.rule,
+                    desc = route.allow[allowed.rule],
+                ),
+            }
+        }
+        Err(denial) => deny(match denial.reason {
+            DenyReason::Decoy => format!(
+                "decoy: {} is a decoy (403 forbidden, decoy; serve audits it at ALERT)",
+                if config.decoys.route(&route.name) {
+                    format!("route `{}`", route.name)
+                } else {
+                    format!("caller {}", q.caller)
+                }
+            ),
+            DenyReason::SourceNotAllowed => format!(
+                "{denial} (403 forbidden, source_not_allowed){}",
+                if q.client_ip.is_none() {
+                    "; pass --client-ip to judge an address"
+                } else {
+                    ""
+                }
+            ),
+            DenyReason::GrantExpired { rule } => format!(
+                "routes.{name}.allow[{rule}] would allow it but expired (403 forbidden, grant_expired): {desc}",
                 name = route.name,
                 desc = route.allow[rule],
             ),
-        },
-        Decision::Deny(DenyReason::GrantExpired { rule }) => deny(format!(
-            "routes.{name}.allow[{rule}] would allow it but expired (403 forbidden, grant_expired): {desc}",
-            name = route.name,
-            desc = route.allow[rule],
-        )),
-        Decision::Deny(DenyReason::NoRule) => deny(format!(
-            "no rule of route `{}` allows caller {caller} to {method} {} (403 forbidden); the route has {} rule(s)",
-            route.name,
-            target.path,
-            route.allow.len()
-        )),
+            DenyReason::NoRule => format!(
+                "{denial} (403 forbidden); the route has {} rule(s)",
+                route.allow.len()
+            ),
+        }),
     }
 }
 

@@ -33,19 +33,23 @@
 
 pub mod audit;
 pub mod config;
+pub mod credential;
 pub mod dev;
 pub mod error;
+pub mod events;
 pub mod explain;
 pub mod headers;
 pub mod identity;
+pub mod inject;
 pub mod limit;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod scrub;
 pub mod secrets;
 pub mod server;
-pub mod signing;
+pub mod state;
 pub mod telemetry;
 pub mod upstream;
 
@@ -64,6 +68,9 @@ pub enum StartError {
     /// Binding the listener or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A route's credential could not be prepared at start.
+    #[error("{0}")]
+    Credential(#[from] credential::BuildError),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -87,7 +94,8 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let threads = serving_threads(env)?;
     let verifier = Arc::new(identity::Verifier::new(&config.identity)?);
-    let (store, credentials) = secrets::SecretStore::build(&config, env).await?;
+    let store = secrets::SecretStore::build(&config, env).await?;
+    let credentials = credential::build_all(&config, &store).await?;
     let project_id = project_id(&config, env).await;
     let audit = audit::AuditSink::start(
         audit::AuditConfig {
@@ -96,7 +104,7 @@ pub async fn run(
         },
         Box::new(std::io::stdout()),
     )?;
-    let app = Arc::new(server::App::new(
+    let app = Arc::new(state::App::new(
         config,
         verifier.clone(),
         store.clone(),

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use http::Method;
@@ -422,9 +423,13 @@ pub enum Decision {
     Deny(DenyReason),
 }
 
-/// Why [`authorize`] denied a request.
+/// Why a request was denied ([`authorize`] gives only the last two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
+    /// A decoy route or caller.
+    Decoy,
+    /// The client address is outside the route's `source_ranges`.
+    SourceNotAllowed,
     /// No rule matches caller, method and path.
     NoRule,
     /// A rule would match but its grant expired.
@@ -456,6 +461,169 @@ pub fn authorize(
     match expired {
         Some(rule) => Decision::Deny(DenyReason::GrantExpired { rule }),
         None => Decision::Deny(DenyReason::NoRule),
+    }
+}
+
+/// `decoys:`: names no pipeline should ever use. Touching one is refused as usual and
+/// audited at ALERT with reason `decoy`.
+#[derive(Debug, Clone, Default)]
+pub struct Decoys {
+    /// Route names.
+    pub routes: Vec<String>,
+    /// Caller patterns.
+    pub callers: Vec<CallerPattern>,
+}
+
+impl Decoys {
+    /// Whether `route` (a decoded route name) is a decoy route.
+    pub fn route(&self, route: &str) -> bool {
+        self.routes.iter().any(|r| r == route)
+    }
+
+    /// Whether `email` is a decoy caller.
+    pub fn caller(&self, email: &str) -> bool {
+        self.callers.iter().any(|c| c.matches(email))
+    }
+
+    /// Whether a raw request path names a decoy route in its first segment, decoded (so
+    /// `/hon%65y/x` is the decoy `honey`). Checked before authentication: even an
+    /// unauthenticated probe of a decoy route raises the alert.
+    pub fn probed(&self, raw_path: &str) -> bool {
+        if self.routes.is_empty() {
+            return false;
+        }
+        let first = raw_path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        self.route(&percent_decode_str(first).decode_utf8_lossy())
+    }
+}
+
+/// What a route allows: its name, rules and source ranges.
+#[derive(Debug, Clone, Copy)]
+pub struct Access<'a> {
+    /// The route name.
+    pub route: &'a str,
+    /// Its allow rules.
+    pub rules: &'a [Rule],
+    /// Its `source_ranges` (`None`: any address).
+    pub source_ranges: Option<&'a [ipnet::IpNet]>,
+}
+
+/// Who asks for what, from where and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The verified caller email.
+    pub caller: &'a str,
+    /// The client address (`None` when unknown: fails any `source_ranges`).
+    pub client_ip: Option<IpAddr>,
+    /// The method, exactly as sent.
+    pub method: &'a Method,
+    /// The decoded, normalised path below the route.
+    pub path: &'a str,
+    /// The time grants are judged at.
+    pub now: DateTime<Utc>,
+}
+
+/// An allowed request: which rule allowed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowed {
+    /// Index into the route's `allow`.
+    pub rule: usize,
+}
+
+/// A refused request, with what the message needs. Status (403), message and audit reason
+/// all derive from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Why.
+    pub reason: DenyReason,
+    /// The route.
+    pub route: String,
+    /// The caller.
+    pub caller: String,
+    /// The method.
+    pub method: Method,
+    /// The decoded path below the route.
+    pub path: String,
+    /// The client address.
+    pub client_ip: Option<IpAddr>,
+}
+
+impl Denial {
+    /// The audit `reason`.
+    pub fn audit_reason(&self) -> &'static str {
+        match self.reason {
+            DenyReason::Decoy => "decoy",
+            DenyReason::SourceNotAllowed => "source_not_allowed",
+            DenyReason::GrantExpired { .. } => "grant_expired",
+            DenyReason::NoRule => "forbidden",
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    /// The message the caller gets. A decoy is refused exactly like a request no rule
+    /// allows, so the message does not reveal it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason {
+            DenyReason::NoRule | DenyReason::Decoy => write!(
+                f,
+                "no rule of route `{}` allows caller {} to {} {}",
+                self.route, self.caller, self.method, self.path
+            ),
+            DenyReason::SourceNotAllowed => write!(
+                f,
+                "client address {} is not in the source ranges of route `{}`",
+                self.client_ip
+                    .map_or_else(|| "(unknown)".to_string(), |ip| ip.to_string()),
+                self.route
+            ),
+            DenyReason::GrantExpired { rule } => write!(
+                f,
+                "the grant routes.{}.allow[{rule}] that allowed caller {} to {} {} has expired",
+                self.route, self.caller, self.method, self.path
+            ),
+        }
+    }
+}
+
+/// The one authorisation decision, shared by `serve` and `explain`: decoys (route or
+/// caller), then source ranges, then the rules (exact method names, expired grants).
+pub fn authorize_request(
+    decoys: &Decoys,
+    access: Access<'_>,
+    attempt: Attempt<'_>,
+) -> Result<Allowed, Box<Denial>> {
+    let deny = |reason| Box::new(Denial {
+        reason,
+        route: access.route.to_string(),
+        caller: attempt.caller.to_string(),
+        method: attempt.method.clone(),
+        path: attempt.path.to_string(),
+        client_ip: attempt.client_ip,
+    });
+    if decoys.route(access.route) || decoys.caller(attempt.caller) {
+        return Err(deny(DenyReason::Decoy));
+    }
+    if let Some(ranges) = access.source_ranges
+        && !attempt
+            .client_ip
+            .is_some_and(|ip| ranges.iter().any(|net| net.contains(&ip)))
+    {
+        return Err(deny(DenyReason::SourceNotAllowed));
+    }
+    match authorize(
+        access.rules,
+        attempt.caller,
+        attempt.method,
+        attempt.path,
+        attempt.now,
+    ) {
+        Decision::Allow { rule } => Ok(Allowed { rule }),
+        Decision::Deny(reason) => Err(deny(reason)),
     }
 }
 

@@ -82,3 +82,34 @@ impl fmt::Debug for SecretRef {
         write!(f, "SecretRef({})", self.resource())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_references() {
+        assert_eq!(
+            SecretRef::parse("projects/acme/secrets/stripe-key/versions/latest"),
+            Ok(SecretRef::SecretManager {
+                secret: "projects/acme/secrets/stripe-key".to_string(),
+                version: "latest".to_string()
+            })
+        );
+        assert_eq!(
+            SecretRef::parse("env:KEY_1").map(|r| r.resource()),
+            Ok("env:KEY_1".into())
+        );
+        assert!(SecretRef::parse("file:/run/key").is_ok());
+        for bad in [
+            "env:",
+            "env:A-B",
+            "file:relative",
+            "projects/acme/secrets/x",
+            "projects/acme/secrets/x/versions/abc",
+            "vault:x",
+        ] {
+            assert!(SecretRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

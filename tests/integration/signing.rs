@@ -174,15 +174,18 @@ async fn aws_sigv4_signs_what_the_upstream_receives() {
     ] {
         headers.remove(h);
     }
-    let spec = credproxy::signing::AwsSigV4Spec::new("execute-api", "eu-west-1").expect("spec");
-    let creds = credproxy::signing::AwsCredentials::from_json(AWS.as_bytes()).expect("creds");
-    let request = credproxy::signing::SigV4Request {
+    let spec =
+        credproxy::inject::aws_sigv4::AwsSigV4Spec::new("execute-api", "eu-west-1").expect("spec");
+    let creds =
+        credproxy::inject::aws_sigv4::AwsCredentials::from_json(AWS.as_bytes()).expect("creds");
+    let request = credproxy::inject::aws_sigv4::SigV4Request {
         method: "POST",
         url: &url,
         headers: &headers,
-        payload: credproxy::signing::SigV4Payload::Bytes(&seen.body),
+        payload: credproxy::inject::aws_sigv4::SigV4Payload::Bytes(&seen.body),
     };
-    let expected = credproxy::signing::sigv4_sign(&spec, &creds, &request, time).expect("sign");
+    let expected =
+        credproxy::inject::aws_sigv4::sigv4_sign(&spec, &creds, &request, time).expect("sign");
     let expected_auth = expected
         .iter()
         .find(|(n, _)| n == "authorization")

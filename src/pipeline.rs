@@ -1,0 +1,288 @@
+//! The request path as code: [`handle`] wraps every request in its audit entry, and
+//! [`pipeline`] runs the stages of the table in `lib.rs`, in order, each a plain function
+//! below it that returns `Result<_, ProxyError>`.
+//!
+//! The one replay after an upstream 401 sits here, in the driver, the way pingora's
+//! `process_request` owns its retry loop: a stage never re-runs another stage.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::Request;
+use axum::response::Response;
+use http::request::Parts;
+use http::{StatusCode, Version};
+
+use crate::audit::{Observed, RequestContext};
+use crate::credential::Resolved;
+use crate::error::ProxyError;
+use crate::headers::{client_address, request_id};
+use crate::identity::Caller;
+use crate::inject::oauth2::Minted;
+use crate::policy::{self, Attempt, Target};
+use crate::proxy::{self, OutBody, rewrite::Rewrite};
+use crate::state::{App, RouteRuntime, ServingThread};
+use crate::upstream::UpstreamClient;
+
+/// Where Pub/Sub pushes Secret Manager events.
+pub const EVENTS_PATH: &str = "/_credproxy/events/secret-manager";
+
+/// Every request but the three the router answers: the stages in order (or the events
+/// endpoint), then one audit entry when the response body is over. `peer` is the TCP peer,
+/// `thread` the serving thread.
+pub async fn handle(
+    app: &App,
+    peer: Option<IpAddr>,
+    thread: Option<ServingThread>,
+    request: Request,
+) -> Response {
+    let client = client_address(
+        request.headers(),
+        peer,
+        app.config.server.trusted_proxy_hops,
+    );
+    let mut cx = RequestContext::new(
+        request_id(request.headers()),
+        request.method(),
+        request.uri(),
+        request.headers(),
+        client.map(|ip| ip.to_string()),
+    );
+    cx.client_ip = client;
+    let count = app.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+    let slot = InFlight(app.in_flight.clone());
+    crate::metrics::metrics().in_flight.inc();
+    let path = request.uri().path();
+    let result = if count > app.config.server.max_in_flight {
+        Err(ProxyError::Overloaded)
+    } else if path == EVENTS_PATH {
+        crate::events::receive(app, &mut cx, request).await
+    } else if path.starts_with("/_credproxy/") || path == "/_credproxy" {
+        Err(ProxyError::NotFound)
+    } else {
+        pipeline(app, &mut cx, thread, request).await
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(err) => {
+            // Causes are logged where they happen, once per interval (the store) or per
+            // upstream failure; the audit entry records every refusal.
+            cx.reason = Some(if cx.decoy { "decoy" } else { err.reason() });
+            err.into_response_with(&cx.request_id)
+        }
+    };
+    let route_metrics = cx
+        .route
+        .as_deref()
+        .and_then(|r| app.routes.get(r))
+        .map_or(&app.unrouted, |r| &r.metrics);
+    route_metrics.count(cx.allowed, response.status().as_u16());
+    let total = cx.elapsed();
+    if let Some(upstream) = cx.upstream_elapsed {
+        route_metrics.upstream.observe(upstream.as_secs_f64());
+        route_metrics
+            .overhead
+            .observe(total.saturating_sub(upstream).as_secs_f64());
+    } else {
+        route_metrics.overhead.observe(total.as_secs_f64());
+    }
+    let scrubbed = route_metrics.scrubbed.clone();
+    Observed::wrap(response, cx, &app.audit, Box::new(slot), Some(scrubbed))
+}
+
+/// The stage table of `lib.rs`, in order.
+pub async fn pipeline(
+    app: &App,
+    cx: &mut RequestContext,
+    thread: Option<ServingThread>,
+    request: Request,
+) -> Result<Response, ProxyError> {
+    let (parts, body) = request.into_parts();
+    // Even an unauthenticated probe of a decoy route raises the alert.
+    cx.decoy = app.config.decoys.probed(parts.uri.path());
+
+    let caller = authenticate(app, cx, &parts).await?;
+    let (route, target) = route(app, cx, &parts)?;
+    authorize(app, cx, route, &caller, &parts, &target)?;
+    limit(route, &caller)?;
+    let (mut resolved, mut minted) = resolve(route, cx).await?;
+    let body = proxy::rewrite::body_plan(
+        &route.spec,
+        route.credential.retries_on_401(),
+        &app.body_budget,
+        body,
+    )
+    .await?;
+    let rewrite = Rewrite::new(&parts, &route.spec, &target, &resolved);
+    cx.set_query(parts.uri.path(), rewrite.query());
+    let client = upstream_client(app, route, thread)?;
+
+    let sent = tokio::time::Instant::now();
+    let outgoing = rewrite.outgoing(&resolved, minted.as_ref(), body.body, &cx.request_id)?;
+    let mut response = forward(&client, route, cx, outgoing, &resolved, minted.as_ref()).await?;
+    // One replay after a 401, with a rotated secret or a fresh token, when the body was held.
+    if response.status() == StatusCode::UNAUTHORIZED
+        && let Some(replay) = body.replay
+        && let Some(newer) = route
+            .credential
+            .after_unauthorized(&resolved, minted.as_ref())
+            .await
+    {
+        drop(response);
+        resolved = newer;
+        cx.secret_version = resolved.version.clone();
+        minted = route.credential.minted(&resolved).await?;
+        cx.retried = true;
+        let outgoing = rewrite.outgoing(
+            &resolved,
+            minted.as_ref(),
+            OutBody::Full(replay),
+            &cx.request_id,
+        )?;
+        response = forward(&client, route, cx, outgoing, &resolved, minted.as_ref()).await?;
+    }
+    cx.upstream_status = Some(response.status().as_u16());
+    cx.upstream_elapsed = Some(sent.elapsed());
+    drop(body.permit);
+    Ok(response)
+}
+
+/// authenticate: verify the bearer token (401 before anything about routes is disclosed).
+async fn authenticate(
+    app: &App,
+    cx: &mut RequestContext,
+    parts: &Parts,
+) -> Result<Caller, ProxyError> {
+    let caller = app.verifier.verify(&parts.headers).await?;
+    cx.caller = Some(caller.email.clone());
+    cx.decoy |= app.config.decoys.caller(&caller.email);
+    Ok(caller)
+}
+
+/// route: origin-form target only (HTTP/2 always carries an authority; HTTP/1
+/// absolute-form does not belong here), normalised, then the route (400, 404).
+fn route<'a, 'p>(
+    app: &'a App,
+    cx: &mut RequestContext,
+    parts: &'p Parts,
+) -> Result<(&'a RouteRuntime, Target<'p>), ProxyError> {
+    if parts.version < Version::HTTP_2
+        && (parts.uri.scheme().is_some() || parts.uri.authority().is_some())
+    {
+        return Err(ProxyError::BadRequest(
+            "absolute-form request targets are not accepted: send the path only".to_string(),
+        ));
+    }
+    let target = policy::normalise(parts.uri.path())?;
+    let route = app
+        .routes
+        .get(target.route.as_ref())
+        .ok_or_else(|| ProxyError::UnknownRoute(target.route.to_string()))?;
+    cx.route = Some(route.spec.name.clone());
+    cx.secret = Some(route.credential.resource().to_string());
+    Ok((route, target))
+}
+
+/// authorize: default deny, decided by the function `explain` uses too (403).
+fn authorize(
+    app: &App,
+    cx: &mut RequestContext,
+    route: &RouteRuntime,
+    caller: &Caller,
+    parts: &Parts,
+    target: &Target<'_>,
+) -> Result<(), ProxyError> {
+    policy::authorize_request(
+        &app.config.decoys,
+        route.spec.access(),
+        Attempt {
+            caller: &caller.email,
+            client_ip: cx.client_ip,
+            method: &parts.method,
+            path: &target.path,
+            now: chrono::Utc::now(),
+        },
+    )?;
+    cx.allowed = true;
+    Ok(())
+}
+
+/// limit: per caller and per route, before the store or the upstream is contacted (429).
+fn limit(route: &RouteRuntime, caller: &Caller) -> Result<(), ProxyError> {
+    let Err(limited) = route.limits.check(&caller.email) else {
+        return Ok(());
+    };
+    let scope = match limited.scope {
+        crate::limit::LimitScope::Caller => "caller",
+        crate::limit::LimitScope::Route => "route",
+    };
+    crate::metrics::metrics()
+        .rate_limited
+        .get_or_create(&crate::metrics::LimitLabels {
+            route: route.spec.name.clone(),
+            scope,
+        })
+        .inc();
+    Err(ProxyError::RateLimited(limited))
+}
+
+/// resolve: the route's current credential and, for OAuth2 routes, its access token (503).
+async fn resolve(
+    route: &RouteRuntime,
+    cx: &mut RequestContext,
+) -> Result<(Arc<Resolved>, Option<Minted>), ProxyError> {
+    let resolved = route.credential.resolve().await?;
+    cx.secret_version = resolved.version.clone();
+    let minted = route.credential.minted(&resolved).await?;
+    Ok((resolved, minted))
+}
+
+/// The client for this route on this serving thread: the route's mutual-TLS client, or the
+/// thread's pooled one.
+fn upstream_client<'a>(
+    app: &'a App,
+    route: &RouteRuntime,
+    thread: Option<ServingThread>,
+) -> Result<Cow<'a, UpstreamClient>, ProxyError> {
+    Ok(match &route.tls {
+        Some(tls) => Cow::Owned(tls.client(thread.map_or(0, |t| t.0))?),
+        None => Cow::Borrowed(app.client_for(thread)),
+    })
+}
+
+/// forward: stream to the upstream and back, scrubbing the injected value (413, 502, 504).
+async fn forward(
+    client: &UpstreamClient,
+    route: &RouteRuntime,
+    cx: &RequestContext,
+    outgoing: proxy::Outgoing,
+    resolved: &Resolved,
+    minted: Option<&Minted>,
+) -> Result<Response, ProxyError> {
+    let needles = match minted {
+        Some(m) => m.scrub.as_ref(),
+        None => resolved.scrub.as_ref(),
+    }
+    .filter(|_| route.spec.scrub_responses);
+    proxy::forward::forward(
+        client,
+        &route.spec,
+        outgoing,
+        needles,
+        &cx.request_id,
+        &cx.scrubbed,
+    )
+    .await
+}
+
+/// Holds one in-flight slot until the response body is over.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::metrics().in_flight.dec();
+    }
+}

@@ -1,0 +1,214 @@
+//! forward: send the request, stream the response back. Response hygiene (hop-by-hop and
+//! removed headers dropped, `X-Request-Id` set), scrubbing of the injected value, a refused
+//! compressed body when scrubbing, the response-header timeout and the body idle timeout.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderValue, Method, header};
+
+use super::{OutBody, Outgoing};
+use crate::config::RouteSpec;
+use crate::error::ProxyError;
+use crate::headers::{X_REQUEST_ID, connection_tokens, is_hop_by_hop_or_framing};
+use crate::scrub::ScrubStream;
+use crate::telemetry::error_chain;
+use crate::upstream::{UpstreamBody, UpstreamClient};
+
+/// Sends the request upstream and streams the response back, scrubbing the credential from
+/// the response when the route asks for it (counting scrubs into `scrubbed`).
+pub async fn forward(
+    client: &UpstreamClient,
+    route: &RouteSpec,
+    outgoing: Outgoing,
+    needles: Option<&Arc<crate::scrub::Needles>>,
+    request_id: &HeaderValue,
+    scrubbed: &Arc<AtomicU64>,
+) -> Result<axum::response::Response, ProxyError> {
+    let Outgoing {
+        method,
+        uri,
+        mut headers,
+        caller_sent_length,
+        body,
+    } = outgoing;
+    // The framing hyper decoded (chunked wins over Content-Length), not the caller's header.
+    let declared = match &body {
+        OutBody::Stream(body) => http_body::Body::size_hint(body).exact(),
+        OutBody::Full(bytes) => Some(bytes.len() as u64),
+    };
+    if declared.is_some_and(|len| len > route.max_body_bytes) {
+        return Err(ProxyError::BodyTooLarge {
+            limit: route.max_body_bytes,
+        });
+    }
+    if let Some(len) = declared.filter(|len| *len > 0 || caller_sent_length) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let upstream_body = match body {
+        OutBody::Full(bytes) => UpstreamBody::Full(Some(bytes)),
+        OutBody::Stream(body) if http_body::Body::is_end_stream(&body) || declared == Some(0) => {
+            UpstreamBody::empty()
+        }
+        OutBody::Stream(body) => UpstreamBody::Stream {
+            inner: body,
+            seen: 0,
+            limit: route.max_body_bytes,
+            exceeded: exceeded.clone(),
+        },
+    };
+    let is_head = method == Method::HEAD;
+    let mut request = http::Request::new(upstream_body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    let response = match tokio::time::timeout(route.timeout, client.request(request)).await {
+        Err(_) => return Err(ProxyError::UpstreamTimeout(route.timeout.as_secs())),
+        Ok(Err(err)) => {
+            if exceeded.load(Ordering::Acquire) {
+                return Err(ProxyError::BodyTooLarge {
+                    limit: route.max_body_bytes,
+                });
+            }
+            // hyper's errors name no URL (which may carry an injected query credential).
+            tracing::warn!(route = %route.name, error = %error_chain(&err), "upstream request failed");
+            return Err(ProxyError::UpstreamUnreachable);
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if needles.is_some()
+        && response
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        // Asked for identity and got a compressed body anyway: it cannot be checked for the
+        // credential, so it is not passed on (fail closed).
+        tracing::warn!(route = %route.name, "upstream sent a compressed body although asked for identity; refused because it cannot be scrubbed");
+        return Err(ProxyError::UpstreamUnreachable);
+    }
+    let mut out_headers = HeaderMap::with_capacity(response.headers().len() + 1);
+    let named = connection_tokens(response.headers());
+    for (name, value) in response.headers() {
+        if is_hop_by_hop_or_framing(name) && name != header::CONTENT_LENGTH
+            || route.response_headers_remove.contains(name)
+            || named.iter().any(|t| t == name.as_str())
+        {
+            continue;
+        }
+        match needles.and_then(|n| n.header_value(value)) {
+            Some((clean, count)) => {
+                scrubbed.fetch_add(count, Ordering::Relaxed);
+                out_headers.append(name.clone(), clean);
+            }
+            None => {
+                out_headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+    out_headers.insert(X_REQUEST_ID, request_id.clone());
+    let stream = IdleTimeout::new(
+        http_body_util::BodyDataStream::new(response.into_body()),
+        route.idle_timeout,
+    );
+    let body = match needles {
+        Some(needles) => {
+            // Scrubbing may change the length; a HEAD answer has no body to change.
+            if !is_head {
+                out_headers.remove(header::CONTENT_LENGTH);
+            }
+            Body::from_stream(ScrubStream::new(stream, needles.clone(), scrubbed.clone()))
+        }
+        None => Body::from_stream(stream),
+    };
+    let mut out = axum::response::Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = out_headers;
+    Ok(out)
+}
+
+/// A response body stream that fails when no byte arrives for `idle`: a long download that
+/// keeps flowing is never cut, a stalled one is.
+///
+/// The timer starts only when the body has to wait (a small response that is already
+/// buffered never registers one), and restarts at the first wait after each chunk.
+struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `sleep` counts from the current wait (false after a chunk arrived).
+    armed: bool,
+    done: bool,
+}
+
+impl<S> IdleTimeout<S> {
+    fn new(inner: S, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            sleep: None,
+            armed: false,
+            done: false,
+        }
+    }
+}
+
+impl<S, E> Stream for IdleTimeout<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => {
+                self.armed = false;
+                Poll::Ready(Some(item.map_err(io::Error::other)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let this = &mut *self;
+                let deadline = || tokio::time::Instant::now() + this.idle;
+                match &mut this.sleep {
+                    None => this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline()))),
+                    Some(sleep) if !this.armed => sleep.as_mut().reset(deadline()),
+                    Some(_) => {}
+                }
+                this.armed = true;
+                let Some(sleep) = this.sleep.as_mut() else {
+                    return Poll::Pending;
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.done = true;
+                        tracing::warn!(
+                            idle_seconds = this.idle.as_secs(),
+                            "upstream response body stalled; cut"
+                        );
+                        Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "upstream response body idle timeout",
+                        ))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}

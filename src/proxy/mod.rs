@@ -1,0 +1,46 @@
+//! Rewrite and forward: header hygiene, credential injection, and the streaming exchange
+//! with the upstream. [`rewrite`] builds the request that goes upstream, [`forward`] sends
+//! it and cleans the response.
+//!
+//! What the caller sent is never trusted to reach the upstream as is: its credentials
+//! (`Authorization`, `X-Serverless-Authorization`, `Cookie`), proxy and hop-by-hop headers
+//! (and any named in `Connection`), method overrides, forwarding headers, and any header or
+//! query parameter of the injected credential's name are dropped first; the credential is
+//! added last, so nothing can override it. Bodies stream both ways; a request body over the
+//! route's limit aborts the upstream request.
+
+pub mod forward;
+pub mod rewrite;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+
+/// The request as it goes upstream.
+pub struct Outgoing {
+    /// Method (policy judged this one).
+    pub method: Method,
+    /// Built by [`upstream_url`].
+    pub uri: http::Uri,
+    /// Built by [`upstream_headers`].
+    pub headers: HeaderMap,
+    /// Whether the caller declared a `Content-Length` (kept even when 0).
+    pub caller_sent_length: bool,
+    /// The caller's body.
+    pub body: OutBody,
+}
+
+/// A request body on its way upstream.
+pub enum OutBody {
+    /// Streamed as it arrives (not replayable).
+    Stream(Body),
+    /// Held in memory (small bodies of routes whose credential can rotate), so the request
+    /// can be replayed once after an upstream 401.
+    Full(Bytes),
+}
+
+/// Largest body held for a replay after an upstream 401.
+pub const REPLAY_LIMIT: u64 = 64 * 1024;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,319 @@
+//! rewrite: the request as it goes upstream. The body plan (streamed, held for signing, or
+//! held for one replay), the upstream URL (route origin + normalised path + cleaned query +
+//! injected pair), the caller's headers cleaned, then the route's and the credential's.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, header};
+use percent_encoding::percent_decode_str;
+
+use super::{OutBody, Outgoing, REPLAY_LIMIT};
+use crate::config::RouteSpec;
+use crate::credential::Resolved;
+use crate::error::ProxyError;
+use crate::headers::{X_REQUEST_ID, connection_tokens, is_protected_request_header};
+use crate::inject::oauth2::Minted;
+use crate::policy::Target;
+
+/// The body as it will go upstream, with what must live as long as the request.
+pub struct BodyPlan {
+    /// The body to send first.
+    pub body: OutBody,
+    /// A copy for one replay after an upstream 401: no body, or one held in memory of at
+    /// most [`REPLAY_LIMIT`].
+    pub replay: Option<Bytes>,
+    /// The share of the body budget a held body takes.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// How the body goes upstream: held whole (up to `max_body_bytes`, within the shared
+/// `budget` of KiB, else 503 `overloaded`) when the credential signs it; held when small and
+/// a 401 may be replayed (`replays`); streamed otherwise.
+pub async fn body_plan(
+    route: &RouteSpec,
+    replays: bool,
+    budget: &Arc<tokio::sync::Semaphore>,
+    body: Body,
+) -> Result<BodyPlan, ProxyError> {
+    let mut permit = None;
+    let body = if route.credential.inject.needs_body() {
+        let expected = http_body::Body::size_hint(&body)
+            .exact()
+            .unwrap_or(route.max_body_bytes)
+            .min(route.max_body_bytes);
+        let kib = u32::try_from(expected.div_ceil(1024)).unwrap_or(u32::MAX);
+        permit = Some(
+            budget
+                .clone()
+                .try_acquire_many_owned(kib)
+                .map_err(|_| ProxyError::Overloaded)?,
+        );
+        buffered(body, route.max_body_bytes).await?
+    } else if replays {
+        replayable(body, route.max_body_bytes).await?
+    } else {
+        OutBody::Stream(body)
+    };
+    let replay = match &body {
+        OutBody::Full(bytes) if bytes.len() as u64 <= REPLAY_LIMIT => Some(bytes.clone()),
+        _ => None,
+    };
+    Ok(BodyPlan {
+        body,
+        replay,
+        permit,
+    })
+}
+
+/// What the upstream request is made of, computed once so a replay rebuilds it with another
+/// credential value.
+pub struct Rewrite<'a> {
+    parts: &'a Parts,
+    route: &'a RouteSpec,
+    upstream_path: &'a str,
+    query: Option<Cow<'a, str>>,
+}
+
+impl<'a> Rewrite<'a> {
+    /// The request `parts` to `route` at `target`, with the caller's query cleaned for
+    /// `resolved`'s kind.
+    pub fn new(
+        parts: &'a Parts,
+        route: &'a RouteSpec,
+        target: &'a Target<'_>,
+        resolved: &Resolved,
+    ) -> Self {
+        Rewrite {
+            parts,
+            route,
+            upstream_path: &target.upstream_path,
+            query: caller_query(parts.uri.query(), resolved),
+        }
+    }
+
+    /// The caller's query as forwarded (and audited).
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+
+    /// The request to send with `resolved` (and `minted`, for OAuth2 routes): URL, headers,
+    /// credential, signature.
+    pub fn outgoing(
+        &self,
+        resolved: &Resolved,
+        minted: Option<&Minted>,
+        body: OutBody,
+        request_id: &HeaderValue,
+    ) -> Result<Outgoing, ProxyError> {
+        let mut out = Outgoing {
+            method: self.parts.method.clone(),
+            uri: upstream_url(self.route, self.upstream_path, self.query(), resolved)?,
+            headers: upstream_headers(&self.parts.headers, self.route, resolved, request_id),
+            caller_sent_length: self.parts.headers.contains_key(header::CONTENT_LENGTH),
+            body,
+        };
+        if let Some(minted) = minted {
+            minted.apply(&mut out.headers);
+        }
+        sign(self.route, resolved, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// The headers sent upstream: the caller's, cleaned, then the route's `set`, then the
+/// credential.
+pub fn upstream_headers(
+    caller: &HeaderMap,
+    route: &RouteSpec,
+    resolved: &Resolved,
+    request_id: &HeaderValue,
+) -> HeaderMap {
+    let named = if caller.contains_key(header::CONNECTION) {
+        connection_tokens(caller)
+    } else {
+        Vec::new()
+    };
+    let mut out = HeaderMap::with_capacity(caller.len() + 2);
+    for (name, value) in caller {
+        if is_protected_request_header(name)
+            || route.request_headers_remove.contains(name)
+            || named.iter().any(|t| t == name.as_str())
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    for (name, value) in &route.request_headers_set {
+        out.insert(name.clone(), value.clone());
+    }
+    out.insert(X_REQUEST_ID, request_id.clone());
+    if route.scrub_responses {
+        // A compressed body cannot be scrubbed: ask for the identity encoding.
+        out.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    // Last, replacing every same-named header, whatever case the caller used.
+    resolved.injection.apply_header(&mut out);
+    out
+}
+
+/// Whether a `name[=value]` query pair could be read as parameter `wanted` by some server:
+/// names compared after percent- and `+`-decoding, ASCII case-insensitively, and with
+/// `name[...]` array forms included.
+fn pair_is_named(pair: &str, wanted: &str) -> bool {
+    let raw = pair.split('=').next().unwrap_or_default();
+    let decoded;
+    let name = if raw.contains(['%', '+']) {
+        decoded = percent_decode_str(&raw.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        decoded.as_str()
+    } else {
+        raw
+    };
+    let base = name.split('[').next().unwrap_or_default();
+    base.eq_ignore_ascii_case(wanted)
+}
+
+/// Query parameters that make some frameworks (Rails, Laravel, Symfony) treat a POST as
+/// another method: policy judges the real method, so they never reach the upstream.
+const METHOD_OVERRIDE_PARAMS: [&str; 1] = ["_method"];
+
+/// The caller's query without any parameter named like the injected one (for query
+/// injection) or like a method override. `;` counts as a separator too, as some parsers
+/// read it so. This is also the query recorded in audit entries.
+pub fn caller_query<'a>(query: Option<&'a str>, resolved: &Resolved) -> Option<Cow<'a, str>> {
+    let query = query.filter(|q| !q.is_empty())?;
+    let injected = resolved.injection.query_name();
+    let dropped = |pair: &str| {
+        injected.is_some_and(|name| pair_is_named(pair, name))
+            || METHOD_OVERRIDE_PARAMS
+                .iter()
+                .any(|m| pair_is_named(pair, m))
+    };
+    if !query.split(['&', ';']).any(dropped) {
+        return Some(Cow::Borrowed(query));
+    }
+    let kept: Vec<&str> = query
+        .split(['&', ';'])
+        .filter(|p| !p.is_empty() && !dropped(p))
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        Some(Cow::Owned(kept.join("&")))
+    }
+}
+
+/// Builds the upstream URL from the route's origin and base path, the normalised path and
+/// the cleaned query plus the injected parameter. The host can never differ from the
+/// route's: the request contributes only path segments and a query.
+pub fn upstream_url(
+    route: &RouteSpec,
+    upstream_path: &str,
+    query: Option<&str>,
+    resolved: &Resolved,
+) -> Result<http::Uri, ProxyError> {
+    let up = &route.upstream;
+    let injected = resolved.injection.query_pair();
+    let mut url = String::with_capacity(
+        up.origin.len()
+            + up.base_path.len()
+            + upstream_path.len()
+            + query.map_or(0, |q| q.len() + 1)
+            + injected.map_or(0, |p| p.len() + 1),
+    );
+    url.push_str(&up.origin);
+    url.push_str(&up.base_path);
+    url.push_str(upstream_path);
+    let mut separator = '?';
+    for part in [query, injected].into_iter().flatten() {
+        url.push(separator);
+        url.push_str(part);
+        separator = '&';
+    }
+    let uri = http::Uri::try_from(url).map_err(|_| {
+        ProxyError::BadRequest("the request target does not make a valid upstream URL".to_string())
+    })?;
+    let port = uri.port_u16().or_else(|| match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    });
+    if uri.host() != Some(up.host.as_str()) || port != Some(up.port) {
+        return Err(ProxyError::BadRequest(
+            "the request would leave the route's upstream".to_string(),
+        ));
+    }
+    Ok(uri)
+}
+
+/// Reads the whole body (for signing), refusing more than `max_body_bytes` with 413.
+pub async fn buffered(body: Body, max_body_bytes: u64) -> Result<OutBody, ProxyError> {
+    use http_body_util::BodyExt as _;
+    if http_body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|len| len > max_body_bytes)
+    {
+        return Err(ProxyError::BodyTooLarge {
+            limit: max_body_bytes,
+        });
+    }
+    let limit = usize::try_from(max_body_bytes).unwrap_or(usize::MAX);
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(OutBody::Full(collected.to_bytes())),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge {
+            limit: max_body_bytes,
+        }),
+        Err(_) => Err(ProxyError::BadRequest(
+            "the request body could not be read".to_string(),
+        )),
+    }
+}
+
+/// Adds the request signature of `hmac` and `aws_sigv4` routes, over the request exactly
+/// as it goes upstream (final URL, headers and body). Same-named caller headers are
+/// replaced.
+pub fn sign(route: &RouteSpec, resolved: &Resolved, out: &mut Outgoing) -> Result<(), ProxyError> {
+    let body: &[u8] = match &out.body {
+        OutBody::Full(bytes) => bytes,
+        OutBody::Stream(_) => &[],
+    };
+    let request = crate::inject::Signable {
+        method: &out.method,
+        uri: &mut out.uri,
+        headers: &mut out.headers,
+        body,
+    };
+    crate::inject::sign(&route.credential, &resolved.injection, request)?;
+    Ok(())
+}
+
+/// Holds a small body in memory so the request can be replayed; larger or chunked bodies of
+/// unknown length keep streaming. Bodies over the route's limit are refused here.
+pub async fn replayable(body: Body, max_body_bytes: u64) -> Result<OutBody, ProxyError> {
+    let declared = http_body::Body::size_hint(&body).exact();
+    match declared {
+        Some(len) if len > max_body_bytes => Err(ProxyError::BodyTooLarge {
+            limit: max_body_bytes,
+        }),
+        Some(len) if len <= REPLAY_LIMIT => {
+            use http_body_util::BodyExt as _;
+            let bytes = http_body_util::Limited::new(body, len as usize)
+                .collect()
+                .await
+                .map_err(|_| {
+                    ProxyError::BadRequest("the request body could not be read".to_string())
+                })?
+                .to_bytes();
+            Ok(OutBody::Full(bytes))
+        }
+        _ => Ok(OutBody::Stream(body)),
+    }
+}
