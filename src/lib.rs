@@ -6,27 +6,51 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the YAML file, parsed into types that cannot be invalid; every problem at once.
-//! - [`identity`]: JWKS cache and ID-token verification -> [`identity::Caller`].
-//! - [`policy`]: path normalisation, patterns and the rule matcher (no I/O; shared with
-//!   `explain`).
-//! - [`secrets`]: secret references and the prepared, injected form of each credential.
-//! - [`proxy`]: header hygiene, injection, the streaming forward.
-//! - [`error`]: [`error::ProxyError`], the only place that knows the status table.
-//! - [`server`]: state, the handler, `/_credproxy/*`, the accept loop and graceful shutdown.
-//! - [`dev`], [`explain`], [`telemetry`]: the `dev` and `explain` commands, logging.
+//! One crate in layers. A module imports only from its own layer or the layers below it, and
+//! its own layer without cycles; the test `layers::modules_import_only_downwards` holds the
+//! code to this table (a submodule not listed belongs to its nearest listed parent).
+//!
+//! | layer | module | what it owns |
+//! |---|---|---|
+//! | 0 | `headers` | the request id, the client address, the header tables credproxy owns |
+//! | 0 | `policy` | path normalisation, patterns, decoys, `authorize_request` (no I/O: serve and explain share it) |
+//! | 0 | `limit` | per-caller and per-route GCRA limiters |
+//! | 0 | `scrub` | finding the injected value in responses |
+//! | 0 | `metrics` | the Prometheus registry and handles |
+//! | 0 | `telemetry` | operational logs and `error_chain` |
+//! | 0 | `secrets::reference` | `SecretRef`, a secret reference as written |
+//! | 0 | `secrets::events` | parsing Secret Manager's Pub/Sub payloads |
+//! | 1 | `inject` | one file per credential kind: spec, typed parse, prepare, apply |
+//! | 2 | `config` | the validated model (`mod.rs`), raw serde structs, loader, validators |
+//! | 3 | `identity` | JWKS cache and ID-token verification |
+//! | 3 | `secrets` | the store: sources (Secret Manager, env, file), cache, refreshers |
+//! | 3 | `upstream` | the data-plane and control-plane clients, mutual TLS |
+//! | 3 | `audit` | the audit entry, its writer and the body that completes it |
+//! | 4 | `credential` | a route's live credential: resolve, mint, after an upstream 401 |
+//! | 5 | `error` | `ProxyError`: the SPEC's status table, `From` each stage's error |
+//! | 5 | `proxy` | rewrite (body plan, URL, headers) and forward (send, response hygiene) |
+//! | 5 | `state` | `App` and its routes: the wiring built at start |
+//! | 5 | `events` | the Pub/Sub push endpoint |
+//! | 5 | `pipeline` | the stage table as code, audit wrapping it |
+//! | 6 | `server` | the accept loop and drain, `/_credproxy/*`, thread-per-core serving |
+//! | 6 | `dev` | the offline demo |
+//! | 6 | `explain` | the policy dry run |
 //!
 //! # Stage order
 //!
-//! Every proxied request runs these stages in `server::pipeline`, each a plain function that
-//! returns `Result<_, ProxyError>`:
+//! Every proxied request runs these stages in [`pipeline::pipeline`], each a plain function
+//! there that returns `Result<_, ProxyError>` and calls into the file named:
 //!
-//! 1. **authenticate**: verify the bearer token (401 before anything about routes is said);
-//! 2. **route**: origin-form target, normalise the path, find the route (400, 404);
-//! 3. **authorize**: default deny over the route's rules (403);
-//! 4. **resolve**: the route's current credential (503);
-//! 5. **rewrite**: clean the caller's headers and query, inject the credential;
-//! 6. **forward**: stream to the upstream and back (413, 502, 504).
+//! | stage | file | what | failure |
+//! |---|---|---|---|
+//! | authenticate | `identity.rs` | verify the bearer token, before anything about routes is said | 401 `unauthenticated` |
+//! | route | `policy.rs`, `state.rs` | origin-form target, normalise the path, find the route | 400 `bad_request`, 404 `unknown_route` |
+//! | authorize | `policy.rs` | decoys, source ranges, expired grants, the rules (default deny) | 403 `forbidden` |
+//! | limit | `limit.rs` | per caller and per route | 429 `rate_limited` |
+//! | resolve | `credential.rs` | the route's current credential (and OAuth2 token) | 503 `credential_unavailable` |
+//! | rewrite | `proxy/rewrite.rs`, `inject/` | body plan, upstream URL, clean headers, inject, sign | 413 `body_too_large` |
+//! | forward | `proxy/forward.rs` | stream to the upstream and back, scrub; one replay after a 401 | 502, 504 |
+//! | audit | `audit.rs` | one entry when the response body ends or is dropped ([`pipeline::handle`]) | never fails the request |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -206,3 +230,6 @@ async fn project_id(
         }
     }
 }
+
+#[cfg(test)]
+mod layers;
