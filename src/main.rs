@@ -45,6 +45,13 @@ enum Command {
         /// Caller email (the ID token's `email`).
         #[arg(long)]
         caller: String,
+        /// Client address, judged against `source_ranges` (without it, a route with
+        /// source ranges is a deny, as in serve).
+        #[arg(long, value_name = "IP")]
+        client_ip: Option<std::net::IpAddr>,
+        /// When to judge expiring grants (RFC 3339, e.g. 2026-12-31T00:00:00Z; default now).
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         /// HTTP method.
         method: String,
         /// Request path as the caller would send it: /ROUTE/PATH
@@ -56,6 +63,14 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| {
+            format!("`{text}` is not an RFC 3339 time with a zone, e.g. 2026-12-31T00:00:00Z")
+        })
 }
 
 fn env(name: &str) -> Option<String> {
@@ -100,16 +115,21 @@ fn main() -> ExitCode {
         Command::Explain {
             config: path,
             caller,
+            client_ip,
+            at,
             method,
             url_path,
         } => match config::load_file(&path, &env) {
             Ok((config, _)) => {
-                let e = credproxy::explain::explain(
+                let e = credproxy::explain::explain_question(
                     &config,
-                    &caller,
-                    &method,
-                    &url_path,
-                    chrono::Utc::now(),
+                    credproxy::explain::Question {
+                        caller: &caller,
+                        client_ip,
+                        method: &method,
+                        url_path: &url_path,
+                        at: at.unwrap_or_else(chrono::Utc::now),
+                    },
                 );
                 print!("{}", e.report);
                 if e.allowed {

@@ -13,6 +13,7 @@ mod limits;
 mod mtls;
 mod oauth2;
 mod observability;
+mod parity;
 mod paths;
 mod policy;
 mod redaction;
