@@ -11,15 +11,15 @@ identity:
   audiences: ["https://credproxy.example"]
 routes:
   stripe:
-upstream: "https://api.stripe.com/base/"
-credential:
-  secret: "env:STRIPE_KEY"
-  inject:
-    header: { name: "Authorization", format: "Bearer {secret}" }
-allow:
-  - callers: ["daily@acme.iam.gserviceaccount.com"]
-    methods: ["GET"]
-    paths: ["/v1/charges", "/v1/charges/*"]
+    upstream: "https://api.stripe.com/base/"
+    credential:
+      secret: "env:STRIPE_KEY"
+      inject:
+        header: { name: "Authorization", format: "Bearer {secret}" }
+    allow:
+      - callers: ["daily@acme.iam.gserviceaccount.com"]
+        methods: ["GET"]
+        paths: ["/v1/charges", "/v1/charges/*"]
 "#;
 
 #[test]
