@@ -251,7 +251,12 @@ impl RequestContext {
         self.request_url = audit_url(path, query);
     }
 
-    fn entry(self, status: StatusCode, response_size: u64, config: &AuditConfig) -> AuditEntry {
+    fn entry(
+        &mut self,
+        status: StatusCode,
+        response_size: u64,
+        config: &AuditConfig,
+    ) -> AuditEntry {
         let status_u16 = status.as_u16();
         let own_5xx = self.upstream_status.is_none() && status.is_server_error();
         let severity = if self.reason == Some("decoy") {
@@ -292,23 +297,23 @@ impl RequestContext {
             time: rfc3339_micros(std::time::SystemTime::now()),
             http_request: HttpRequest {
                 request_method: self.method.as_str().to_string(),
-                request_url: self.request_url,
+                request_url: std::mem::take(&mut self.request_url),
                 status: status_u16,
                 latency: format!("{}.{:06}s", latency.as_secs(), latency.subsec_micros()),
-                remote_ip: self.remote_ip,
-                user_agent: self.user_agent,
+                remote_ip: self.remote_ip.take(),
+                user_agent: self.user_agent.take(),
                 response_size: response_size.to_string(),
             },
             trace,
             span_id,
             trace_sampled,
             request_id: self.request_id.to_str().unwrap_or_default().to_string(),
-            caller: self.caller,
-            route: self.route,
+            caller: self.caller.take(),
+            route: self.route.take(),
             decision,
             reason: self.reason,
-            secret: self.secret,
-            secret_version: self.secret_version,
+            secret: self.secret.take(),
+            secret_version: self.secret_version.take(),
             upstream_status: self.upstream_status,
             environment: config.environment.clone(),
             scrubbed: self.scrubbed.load(Ordering::Relaxed),
@@ -430,6 +435,8 @@ pub struct AuditSink {
     config: Arc<AuditConfig>,
     dropped: Arc<AtomicU64>,
     warned: Arc<AtomicBool>,
+    /// Set at the drain deadline: requests cut from then on are audited as `shutdown`.
+    shutting_down: Arc<AtomicBool>,
 }
 
 impl AuditSink {
@@ -444,7 +451,14 @@ impl AuditSink {
             config: Arc::new(config),
             dropped: Arc::default(),
             warned: Arc::default(),
+            shutting_down: Arc::default(),
         })
+    }
+
+    /// From now on, a request whose future is dropped before it answered was cut by the
+    /// drain deadline (503 `shutdown`), not by its caller.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
     }
 
     /// Entries dropped because the queue was full.
@@ -485,25 +499,91 @@ impl AuditSink {
     }
 }
 
+/// A request's audit entry from the moment it enters the pipeline: written exactly once,
+/// by [`AuditGuard::finish`] (the response is over), or when the guard is dropped without
+/// it (the request future was dropped: the caller went away before the response started,
+/// 499 `client_closed`, or the drain deadline cut it, 503 `shutdown`).
+pub struct AuditGuard {
+    cx: RequestContext,
+    sink: AuditSink,
+    written: bool,
+}
+
+impl AuditGuard {
+    /// Guards `cx`; its entry goes to `sink`.
+    pub fn new(cx: RequestContext, sink: &AuditSink) -> Self {
+        AuditGuard {
+            cx,
+            sink: sink.clone(),
+            written: false,
+        }
+    }
+
+    fn write(&mut self, status: StatusCode, bytes: u64) -> u64 {
+        let entry = self.cx.entry(status, bytes, &self.sink.config);
+        self.written = true;
+        self.sink.write(&entry);
+        entry.scrubbed
+    }
+
+    /// Writes the entry of a response of `status` whose body sent `bytes`; returns the
+    /// scrubbed count.
+    pub fn finish(mut self, status: StatusCode, bytes: u64) -> u64 {
+        self.write(status, bytes)
+    }
+}
+
+impl std::ops::Deref for AuditGuard {
+    type Target = RequestContext;
+    fn deref(&self) -> &RequestContext {
+        &self.cx
+    }
+}
+
+impl std::ops::DerefMut for AuditGuard {
+    fn deref_mut(&mut self) -> &mut RequestContext {
+        &mut self.cx
+    }
+}
+
+/// Status of a request whose caller closed the connection before it was answered (nginx's).
+const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for AuditGuard {
+    fn drop(&mut self) {
+        if self.written {
+            return;
+        }
+        let (status, reason) = if self.sink.shutting_down.load(Ordering::Acquire) {
+            (StatusCode::SERVICE_UNAVAILABLE, "shutdown")
+        } else {
+            (
+                StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST),
+                "client_closed",
+            )
+        };
+        self.cx.reason = Some(reason);
+        self.write(status, 0);
+    }
+}
+
 /// Runs once when the response is over: writes the audit entry and releases what the request
 /// held (its in-flight slot).
 pub struct Completion {
-    cx: RequestContext,
+    guard: AuditGuard,
     status: StatusCode,
-    sink: AuditSink,
     scrub_counter: Option<prometheus_client::metrics::counter::Counter>,
     _hold: Box<dyn Send + Sync>,
 }
 
 impl Completion {
     fn finish(self, bytes: u64) {
-        let entry = self.cx.entry(self.status, bytes, &self.sink.config);
-        if entry.scrubbed > 0
+        let scrubbed = self.guard.finish(self.status, bytes);
+        if scrubbed > 0
             && let Some(counter) = &self.scrub_counter
         {
-            counter.inc_by(entry.scrubbed);
+            counter.inc_by(scrubbed);
         }
-        self.sink.write(&entry);
     }
 }
 
@@ -519,8 +599,7 @@ impl Observed {
     /// Wraps `response`'s body; `hold` lives until the body is over.
     pub fn wrap(
         response: axum::response::Response,
-        cx: RequestContext,
-        sink: &AuditSink,
+        guard: AuditGuard,
         hold: Box<dyn Send + Sync>,
         scrub_counter: Option<prometheus_client::metrics::counter::Counter>,
     ) -> axum::response::Response {
@@ -530,9 +609,8 @@ impl Observed {
             inner: body,
             bytes: 0,
             completion: Some(Completion {
-                cx,
+                guard,
                 status,
-                sink: sink.clone(),
                 scrub_counter,
                 _hold: hold,
             }),

@@ -128,14 +128,17 @@ pub async fn run(
         },
         Box::new(std::io::stdout()),
     )?;
-    let app = Arc::new(state::App::new(
+    let drain_timeout = drain_timeout(env)?;
+    let mut app = state::App::new(
         config,
         verifier.clone(),
         store.clone(),
         credentials,
         audit.clone(),
         threads,
-    )?);
+    )?;
+    app.drain_timeout = drain_timeout;
+    let app = Arc::new(app);
     let listener = tokio::net::TcpListener::bind(app.config.listen).await?;
     tracing::info!(
         address = %listener.local_addr()?,
@@ -178,6 +181,22 @@ pub async fn run(
     evictor.abort();
     audit.flush().await;
     result.map_err(StartError::from)
+}
+
+/// How long SIGTERM waits for in-flight requests: `$CREDPROXY_DRAIN_SECONDS` (1-3600),
+/// else [`state::DRAIN_TIMEOUT`] (8 s, inside Cloud Run's 10 s grace).
+pub fn drain_timeout(
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<std::time::Duration, StartError> {
+    match env("CREDPROXY_DRAIN_SECONDS").filter(|v| !v.trim().is_empty()) {
+        None => Ok(state::DRAIN_TIMEOUT),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n @ 1..=3600) => Ok(std::time::Duration::from_secs(n)),
+            _ => Err(StartError::Setting(format!(
+                "CREDPROXY_DRAIN_SECONDS={v:?} is not a drain time: use whole seconds from 1 to 3600 (default 8, within Cloud Run's 10 s termination grace)"
+            ))),
+        },
+    }
 }
 
 /// Threads that serve connections: `$CREDPROXY_WORKER_THREADS`, else one per CPU.

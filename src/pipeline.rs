@@ -15,7 +15,7 @@ use axum::response::Response;
 use http::request::Parts;
 use http::{StatusCode, Version};
 
-use crate::audit::{Observed, RequestContext};
+use crate::audit::{AuditGuard, Observed, RequestContext};
 use crate::credential::Resolved;
 use crate::error::ProxyError;
 use crate::headers::{client_address, request_id};
@@ -51,6 +51,8 @@ pub async fn handle(
         client.map(|ip| ip.to_string()),
     );
     cx.client_ip = client;
+    // From here on the request is audited, whatever happens to this future.
+    let mut cx = AuditGuard::new(cx, &app.audit);
     let count = app.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     let slot = InFlight(app.in_flight.clone());
     crate::metrics::metrics().in_flight.inc();
@@ -89,7 +91,7 @@ pub async fn handle(
         route_metrics.overhead.observe(total.as_secs_f64());
     }
     let scrubbed = route_metrics.scrubbed.clone();
-    Observed::wrap(response, cx, &app.audit, Box::new(slot), Some(scrubbed))
+    Observed::wrap(response, cx, Box::new(slot), Some(scrubbed))
 }
 
 /// The stage table of `lib.rs`, in order.

@@ -19,6 +19,9 @@ use crate::upstream::upstream_client;
 /// it, requests that need one get 503 `overloaded` instead of exhausting memory.
 pub const BODY_BUDGET_KIB: usize = 128 * 1024;
 
+/// How long SIGTERM waits for in-flight requests by default (Cloud Run kills after 10 s).
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// The serving thread a request arrived on (a request extension), which picks its
 /// upstream client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub struct App {
     clients: Vec<crate::upstream::UpstreamClient>,
     /// Where audit entries go.
     pub audit: AuditSink,
+    /// How long SIGTERM waits for in-flight requests before cutting them.
+    pub drain_timeout: std::time::Duration,
     pub(crate) in_flight: Arc<AtomicUsize>,
     /// Bytes of request bodies held in memory for signing, in KiB permits.
     pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
@@ -132,6 +137,7 @@ impl App {
             secrets,
             config,
             audit,
+            drain_timeout: DRAIN_TIMEOUT,
             in_flight: Arc::new(AtomicUsize::new(0)),
             body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
             unrouted: RouteMetrics::new(""),

@@ -15,15 +15,12 @@ use tokio::net::TcpListener;
 
 use crate::state::App;
 use endpoints::router;
-use workers::{connection_builder, serve_connection, spawn_worker};
+use workers::{connection_builder, spawn_worker};
 
 pub use endpoints::metrics_router;
 
-/// How long SIGTERM waits for in-flight requests (Cloud Run kills after 10 s).
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
-
 /// Serves until `shutdown` completes, then stops accepting and drains in-flight requests for
-/// up to [`DRAIN_TIMEOUT`].
+/// up to [`App::drain_timeout`] (default [`crate::state::DRAIN_TIMEOUT`]).
 ///
 /// With more than one serving thread ([`App::threads`]), each runs its own single-threaded
 /// runtime and serves whole connections: a connection, its requests and their upstream
@@ -37,23 +34,18 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = router(app.clone());
     let builder = connection_builder(&app);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = if app.threads() > 1 {
-        (0..app.threads())
-            .map(|i| {
-                spawn_worker(
-                    i,
-                    app.clone(),
-                    router.clone(),
-                    builder.clone(),
-                    stopped.clone(),
-                )
-            })
-            .collect::<std::io::Result<Vec<_>>>()?
-    } else {
-        Vec::new()
-    };
+    let workers = (0..app.threads())
+        .map(|i| {
+            spawn_worker(
+                i,
+                app.clone(),
+                router.clone(),
+                builder.clone(),
+                stopped.clone(),
+            )
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -68,18 +60,6 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        if workers.is_empty() {
-            tokio::spawn(serve_connection(
-                stream,
-                peer,
-                0,
-                &app,
-                &router,
-                &builder,
-                graceful.watcher(),
-            ));
-            continue;
-        }
         // Deregistered from this runtime, to be registered with the worker's.
         let mut handed = match stream.into_std() {
             Ok(stream) => (stream, peer),
@@ -116,26 +96,36 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
     // Closing a worker's queue makes it drain its connections and end.
-    let drained: Vec<_> = workers
+    let (drained, threads): (Vec<_>, Vec<_>) = workers
         .into_iter()
         .map(|w| {
             drop(w.connections);
-            w.drained
+            (w.drained, w.thread)
         })
-        .collect();
+        .unzip();
     let all_drained = async move {
-        graceful.shutdown().await;
         for worker in drained {
             let _ = worker.await;
         }
     };
     tokio::select! {
         () = all_drained => tracing::info!("drained"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(
-            seconds = DRAIN_TIMEOUT.as_secs(),
-            "in-flight requests still running at the drain deadline; exiting"
-        ),
+        () = tokio::time::sleep(app.drain_timeout) => {
+            tracing::warn!(
+                seconds = app.drain_timeout.as_secs(),
+                "in-flight requests still running at the drain deadline; exiting"
+            );
+            // What is cut from now on is audited as `shutdown`, not as the caller's doing.
+            app.audit.begin_shutdown();
+        }
     }
     let _ = stop.send(true);
+    // Each thread drops what it still runs (writing those audit entries) and ends.
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     Ok(())
 }

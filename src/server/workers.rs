@@ -86,6 +86,8 @@ pub struct Worker {
     pub open: Arc<AtomicUsize>,
     /// Completes (or fails) once it has drained after its queue was closed.
     pub drained: tokio::sync::oneshot::Receiver<()>,
+    /// The thread, joined after the drain so that its requests' entries are written.
+    pub thread: std::thread::JoinHandle<()>,
 }
 
 /// Counts one connection of a serving thread while it lives (also if its task panics).
@@ -113,7 +115,7 @@ pub fn spawn_worker(
     let (drained_tx, drained) = tokio::sync::oneshot::channel();
     let open = Arc::new(AtomicUsize::new(0));
     let counter = open.clone();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("credproxy-serve-{index}"))
         .spawn(move || {
             runtime.block_on(async move {
@@ -144,17 +146,28 @@ pub fn spawn_worker(
                         conn.await;
                     });
                 }
-                graceful.shutdown().await;
-                let _ = drained_tx.send(());
-                // Tasks on this runtime can still serve other threads (pooled connections of
-                // a shared mutual-TLS client, a shared token mint): it lives until every
-                // thread has drained.
-                let _ = stop.wait_for(|stop| *stop).await;
+                let mut deadline = stop.clone();
+                let drain = async move {
+                    graceful.shutdown().await;
+                    let _ = drained_tx.send(());
+                    // Tasks on this runtime can still serve other threads (pooled
+                    // connections of a shared mutual-TLS client, a shared token mint): it
+                    // lives until every thread has drained.
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                tokio::select! {
+                    () = drain => {}
+                    _ = deadline.wait_for(|stop| *stop) => {}
+                }
             });
+            // Dropping the runtime drops every request still running: their audit guards
+            // write their entries now, before the thread is joined and the log flushed.
+            drop(runtime);
         })?;
     Ok(Worker {
         connections: tx,
         open,
         drained,
+        thread,
     })
 }

@@ -6,6 +6,7 @@ mod harness;
 mod audit;
 mod authn;
 mod cli;
+mod edges;
 mod forward;
 mod headers;
 mod lifecycle;
