@@ -83,6 +83,12 @@ pub fn is_protected_request_header(name: &HeaderName) -> bool {
                 | "x-request-id"
                 | "x-original-url"
                 | "x-rewrite-url"
+                | "x-original-uri"
+                | "true-client-ip"
+                | "x-client-ip"
+                | "cf-connecting-ip"
+                | "fastly-client-ip"
+                | "x-cluster-client-ip"
         )
 }
 

@@ -1,8 +1,9 @@
 //! Response scrubbing: an upstream that echoes the request (debug endpoints, error pages that
 //! quote headers or the URL) would hand the injected credential back to the pipeline. Every
-//! occurrence of the injected value, and of its base64 and percent-encoded forms, is replaced
-//! with `[redacted]` in response headers and in the streamed body, also when a match is split
-//! across chunks.
+//! occurrence of the injected value in any of the forms of [`forms`] (base64 alone and
+//! embedded, percent-encoding, JSON escaping, hex) is replaced with `[redacted]` in response
+//! header values and in the streamed body, also when a match is split across chunks; a
+//! response header whose *name* holds one is dropped.
 //!
 //! The body scrubber holds back at most `longest needle - 1` bytes between chunks, so it
 //! streams with a bounded buffer. Values shorter than [`MIN_SCRUB_LEN`] bytes are not
@@ -28,6 +29,8 @@ pub const MIN_SCRUB_LEN: usize = 8;
 /// The byte strings to scrub, compiled once per secret version.
 pub struct Needles {
     matcher: AhoCorasick,
+    /// The same patterns, ASCII case-insensitive, for header names (which hyper lower-cases).
+    names: AhoCorasick,
     max_len: usize,
 }
 
@@ -39,7 +42,7 @@ impl fmt::Debug for Needles {
 }
 
 impl Needles {
-    /// Compiles the needles; `None` when none is long enough to scrub.
+    /// Compiles the needles (taken as they are); `None` when none is long enough to scrub.
     pub fn new(values: &[&[u8]]) -> Option<Self> {
         let mut patterns: Vec<&[u8]> = values
             .iter()
@@ -49,11 +52,34 @@ impl Needles {
         patterns.sort();
         patterns.dedup();
         let max_len = patterns.iter().map(|p| p.len()).max()?;
-        let matcher = AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-            .build(&patterns)
-            .ok()?;
-        Some(Needles { matcher, max_len })
+        let build = |case_insensitive| {
+            AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .ascii_case_insensitive(case_insensitive)
+                .build(&patterns)
+                .ok()
+        };
+        Some(Needles {
+            matcher: build(false)?,
+            names: build(true)?,
+            max_len,
+        })
+    }
+
+    /// The needles of secret texts `secrets`: every form of [`forms`] of each.
+    pub fn for_secrets(secrets: &[&[u8]]) -> Option<Self> {
+        let all: Vec<Vec<u8>> = secrets
+            .iter()
+            .filter(|s| s.len() >= MIN_SCRUB_LEN)
+            .flat_map(|s| forms(s))
+            .collect();
+        let refs: Vec<&[u8]> = all.iter().map(Vec::as_slice).collect();
+        Self::new(&refs)
+    }
+
+    /// Whether a response header name holds a needle (any case): such a header is dropped.
+    pub fn in_header_name(&self, name: &http::HeaderName) -> bool {
+        self.names.is_match(name.as_str().as_bytes())
     }
 
     /// Replaces every match in `input`; returns the new bytes and the number of matches.
@@ -79,6 +105,113 @@ impl Needles {
         let (bytes, count) = self.replace_all(value.as_bytes());
         HeaderValue::from_bytes(&bytes).ok().map(|v| (v, count))
     }
+}
+
+/// Every form in which an upstream could hand `secret` back, each to be scrubbed:
+///
+/// - the value itself;
+/// - standard and URL-safe base64 of the value alone (padded and unpadded), and the part of
+///   a longer base64 text that only the value determines, at each of the three alignments;
+/// - percent-encoding with upper- and lower-case hex, with `%20` or `+` for a space;
+/// - JSON string escaping: `\"`, `\\` and control characters, optionally `\/` for `/`,
+///   `\uXXXX` for non-ASCII (either hex case), and Go's `\u003c`-style HTML escapes;
+/// - lower- and upper-case hex of its bytes.
+///
+/// Forms shorter than [`MIN_SCRUB_LEN`] are dropped by [`Needles::new`].
+pub fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut out = vec![secret.to_vec()];
+    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+        out.push(engine.encode(secret).into_bytes());
+    }
+    // Inside a longer base64 text the value starts at byte offset 0, 1 or 2 of a 3-byte
+    // group. Only the groups made of value bytes alone come out the same whatever surrounds
+    // the value: encode with `k` filler bytes in front, keep the whole groups after the first
+    // (for k > 0), and drop the last, partial one.
+    for k in 0..3usize {
+        let mut padded = vec![0u8; k];
+        padded.extend_from_slice(secret);
+        let whole = padded.len() / 3 * 3;
+        let skip = if k > 0 { 3 } else { 0 };
+        if whole > skip {
+            let text = STANDARD_NO_PAD.encode(&padded[skip..whole]);
+            out.push(text.replace('+', "-").replace('/', "_").into_bytes());
+            out.push(text.into_bytes());
+        }
+    }
+    for upper in [true, false] {
+        for plus in [false, true] {
+            out.push(percent(secret, upper, plus));
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(secret) {
+        for slash in [false, true] {
+            for ascii in [None, Some(true), Some(false)] {
+                out.push(json_escaped(text, slash, ascii, false));
+            }
+        }
+        out.push(json_escaped(text, false, None, true));
+    }
+    let hex_lower: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    out.push(hex_lower.to_ascii_uppercase().into_bytes());
+    out.push(hex_lower.into_bytes());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Percent-encoding of every byte but the unreserved ones (`A-Za-z0-9-._~`), with upper- or
+/// lower-case hex, and with `+` for a space when `plus`.
+fn percent(secret: &[u8], upper: bool, plus: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(secret.len() * 3);
+    for &b in secret {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else if plus && b == b' ' {
+            out.push(b'+');
+        } else if upper {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.extend_from_slice(format!("%{b:02x}").as_bytes());
+        }
+    }
+    out
+}
+
+/// A JSON string's content for `text`: `"`, `\` and control characters escaped, `/` as
+/// `\/` when `slash`, non-ASCII as `\uXXXX` (upper-case hex when `Some(true)`) when
+/// `ascii` is set, and `<`, `>`, `&` as `\u003c`... when `html` (Go's encoder).
+fn json_escaped(text: &str, slash: bool, ascii: Option<bool>, html: bool) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len() + 8);
+    let unicode = |out: &mut String, unit: u16, upper: bool| {
+        if upper {
+            let _ = write!(out, "\\u{unit:04X}");
+        } else {
+            let _ = write!(out, "\\u{unit:04x}");
+        }
+    };
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' if slash => out.push_str("\\/"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' if html => unicode(&mut out, c as u16, false),
+            c if (c as u32) < 0x20 => unicode(&mut out, c as u16, false),
+            c if !c.is_ascii() && ascii.is_some() => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    unicode(&mut out, *unit, ascii == Some(true));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.into_bytes()
 }
 
 /// A response body stream with every needle replaced, counting replacements into `count`.
@@ -240,5 +373,103 @@ mod tests {
         assert_eq!(v, "https://x/?key=[redacted]");
         assert_eq!(count, 1);
         assert!(n.header_value(&HeaderValue::from_static("clean")).is_none());
+    }
+
+    /// A secret with characters that every encoding treats differently.
+    const SECRET: &str = "sk_live/Ab+c d\"é~9";
+
+    /// The forms an upstream could reflect, spelled out independently of [`forms`].
+    fn reflections() -> Vec<(&'static str, String)> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let hex: String = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+        let mut out = vec![
+            ("plain", SECRET.to_string()),
+            ("base64", STANDARD.encode(SECRET)),
+            ("base64url", URL_SAFE_NO_PAD.encode(SECRET)),
+            ("hex", hex.clone()),
+            ("HEX", hex.to_ascii_uppercase()),
+            (
+                "percent upper",
+                "sk_live%2FAb%2Bc%20d%22%C3%A9~9".to_string(),
+            ),
+            (
+                "percent lower",
+                "sk_live%2fAb%2bc%20d%22%c3%a9~9".to_string(),
+            ),
+            ("form", "sk_live%2FAb%2Bc+d%22%C3%A9~9".to_string()),
+            (
+                "json",
+                serde_json::to_string(SECRET).expect("json")[1..]
+                    .trim_end_matches('"')
+                    .to_string(),
+            ),
+            ("json slash", r#"sk_live\/Ab+c d\"é~9"#.to_string()),
+            ("json ascii", r#"sk_live/Ab+c d\"\u00e9~9"#.to_string()),
+            (
+                "json ascii upper slash",
+                r#"sk_live\/Ab+c d\"\u00E9~9"#.to_string(),
+            ),
+        ];
+        // Base64 of a longer text holding the secret, at each alignment.
+        for prefix in ["", "x", "xy", "xyz"] {
+            let text = format!("{{\"user\":\"{prefix}{SECRET}\",\"n\":1}}");
+            out.push(("embedded base64", STANDARD.encode(&text)));
+            out.push(("embedded base64url", URL_SAFE_NO_PAD.encode(&text)));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn every_form_is_scrubbed_at_every_chunk_split() {
+        let needles = Arc::new(Needles::for_secrets(&[SECRET.as_bytes()]).expect("needles"));
+        for (form, reflected) in reflections() {
+            let body = format!("<<{reflected}>>");
+            let whole = needles.replace_all(body.as_bytes()).0;
+            let whole = String::from_utf8_lossy(&whole).into_owned();
+            assert!(whole.contains("[redacted]"), "{form}: {whole}");
+            for cut in 0..=body.len() {
+                let count = Arc::new(AtomicU64::new(0));
+                let chunks = vec![
+                    Ok(Bytes::copy_from_slice(&body.as_bytes()[..cut])),
+                    Ok(Bytes::copy_from_slice(&body.as_bytes()[cut..])),
+                ];
+                let mut s =
+                    ScrubStream::new(futures_util::stream::iter(chunks), needles.clone(), count);
+                let mut out = Vec::new();
+                while let Some(chunk) = s.next().await {
+                    out.extend_from_slice(&chunk.expect("chunk"));
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    whole,
+                    "{form}, split at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn embedded_base64_loses_only_the_bytes_around_the_secret() {
+        use base64::Engine as _;
+        let needles = Needles::for_secrets(&[SECRET.as_bytes()]).expect("needles");
+        for prefix in ["", "x", "xy"] {
+            let text = format!("{prefix}{SECRET}-tail-of-the-document");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&text);
+            let (out, n) = needles.replace_all(encoded.as_bytes());
+            assert_eq!(n, 1, "{prefix:?}");
+            // What is left cannot be decoded back to the secret.
+            let out = String::from_utf8_lossy(&out);
+            assert!(out.contains("[redacted]"), "{out}");
+            assert!(out.len() < encoded.len(), "{out}");
+        }
+    }
+
+    #[test]
+    fn header_names_holding_the_secret_are_recognised_in_any_case() {
+        let needles = Needles::for_secrets(&[b"Tok3nValue99"]).expect("needles");
+        let name = http::HeaderName::from_static("x-tok3nvalue99-echo");
+        assert!(needles.in_header_name(&name));
+        assert!(!needles.in_header_name(&http::HeaderName::from_static("x-other")));
     }
 }

@@ -93,20 +93,20 @@ pub fn prepare_header(
     })
 }
 
-/// The `Authorization: Basic` header for `username` and secret `value`, and the base64
-/// token (a form of the secret to scrub from responses).
+/// The `Authorization: Basic` header for `username` and secret `value`, and the
+/// `username:value` text (scrubbed from responses in all its forms, the token among them).
 pub fn prepare_basic(
     username: &str,
     value: &str,
     resource: &dyn Fn() -> String,
 ) -> Result<(Prepared, String), InjectError> {
-    let token =
-        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{value}").as_bytes());
+    let pair = format!("{username}:{value}");
+    let token = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
     let header = Prepared::Header {
         name: http::header::AUTHORIZATION,
         value: sensitive(resource, &format!("Basic {token}"))?,
     };
-    Ok((header, token))
+    Ok((header, pair))
 }
 
 /// Sets the prepared header, replacing every same-named header the caller sent.

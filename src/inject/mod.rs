@@ -28,7 +28,6 @@ pub mod query;
 use std::fmt;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::Deserialize;
@@ -378,7 +377,7 @@ pub fn prepare(spec: &CredentialSpec, payload: &[u8]) -> Result<Ready, InjectErr
         resource: resource(),
         detail,
     };
-    // A form of the secret, besides the value and its plain encodings, that the kind sends.
+    // Another secret text the kind sends or holds (scrubbed in all its forms too).
     let mut extra_needle = String::new();
     let injection = match &spec.inject {
         Injection::Header { name, format } => {
@@ -402,17 +401,7 @@ pub fn prepare(spec: &CredentialSpec, payload: &[u8]) -> Result<Ready, InjectErr
             prepared
         }
     };
-    let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
-    let b64_url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.as_bytes());
-    let pct = percent_encoding::utf8_percent_encode(value, query::QUERY).to_string();
-    let scrub = Needles::new(&[
-        value.as_bytes(),
-        b64.as_bytes(),
-        b64_url.as_bytes(),
-        pct.as_bytes(),
-        extra_needle.as_bytes(),
-    ])
-    .map(Arc::new);
+    let scrub = Needles::for_secrets(&[value.as_bytes(), extra_needle.as_bytes()]).map(Arc::new);
     Ok(Ready { injection, scrub })
 }
 

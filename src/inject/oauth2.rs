@@ -433,11 +433,10 @@ pub struct Minted {
 }
 
 impl Minted {
-    /// A token and the forms of it to scrub (the value and its base64).
+    /// A token and the forms of it to scrub (every form of [`crate::scrub::forms`]).
     pub fn new(token: Arc<AccessToken>) -> Self {
-        let value = token.value().expose_secret();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(value.as_bytes());
-        let scrub = crate::scrub::Needles::new(&[value.as_bytes(), b64.as_bytes()]).map(Arc::new);
+        let scrub = crate::scrub::Needles::for_secrets(&[token.value().expose_secret().as_bytes()])
+            .map(Arc::new);
         Minted { token, scrub }
     }
 

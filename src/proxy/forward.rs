@@ -85,12 +85,7 @@ pub async fn forward(
         Ok(Ok(response)) => response,
     };
     let status = response.status();
-    if needles.is_some()
-        && response
-            .headers()
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
-    {
+    if needles.is_some() && !scrubbable(response.headers()) {
         // Asked for identity and got a compressed body anyway: it cannot be checked for the
         // credential, so it is not passed on (fail closed).
         tracing::warn!(route = %route.name, "upstream sent a compressed body although asked for identity; refused because it cannot be scrubbed");
@@ -103,6 +98,13 @@ pub async fn forward(
             || route.response_headers_remove.contains(name)
             || named.iter().any(|t| t == name.as_str())
         {
+            continue;
+        }
+        if let Some(n) = needles
+            && n.in_header_name(name)
+        {
+            // A header *named* after the credential cannot be cleaned: it is dropped.
+            scrubbed.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         match needles.and_then(|n| n.header_value(value)) {
@@ -134,6 +136,22 @@ pub async fn forward(
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     Ok(out)
+}
+
+/// Whether a response body arrives as sent, so that it can be scrubbed: every
+/// `Content-Encoding` header lists only `identity`, and every `Transfer-Encoding` header only
+/// `chunked` (which hyper has already decoded).
+fn scrubbable(headers: &HeaderMap) -> bool {
+    let only = |name: header::HeaderName, allowed: &str| {
+        headers.get_all(name).iter().all(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .all(|t| t.is_empty() || t.eq_ignore_ascii_case(allowed))
+            })
+        })
+    };
+    only(header::CONTENT_ENCODING, "identity") && only(header::TRANSFER_ENCODING, "chunked")
 }
 
 /// A response body stream that fails when no byte arrives for `idle`: a long download that

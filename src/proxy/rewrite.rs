@@ -142,6 +142,8 @@ pub fn upstream_headers(
         if is_protected_request_header(name)
             || route.request_headers_remove.contains(name)
             || named.iter().any(|t| t == name.as_str())
+            || (route.scrub_responses && is_range_header(name))
+            || (name.as_str().contains('_') && spells_injected(name, route))
         {
             continue;
         }
@@ -161,6 +163,29 @@ pub fn upstream_headers(
     // Last, replacing every same-named header, whatever case the caller used.
     resolved.injection.apply_header(&mut out);
     out
+}
+
+/// `Range` and `If-Range`: on a scrubbing route a partial response could hand the value out
+/// in slices shorter than any needle, so the caller gets whole responses only.
+fn is_range_header(name: &http::HeaderName) -> bool {
+    name == header::RANGE || name == header::IF_RANGE
+}
+
+/// Whether `name`, with every `_` read as `-`, is the injected header's name: some servers
+/// (CGI, PHP, nginx with underscores_in_headers) read `X_Api_Key` as `X-Api-Key`.
+fn spells_injected(name: &http::HeaderName, route: &RouteSpec) -> bool {
+    route
+        .credential
+        .inject
+        .owned_header()
+        .is_some_and(|injected| {
+            name.as_str().len() == injected.as_str().len()
+                && name
+                    .as_str()
+                    .bytes()
+                    .zip(injected.as_str().bytes())
+                    .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+        })
 }
 
 /// Whether a `name[=value]` query pair could be read as parameter `wanted` by some server:
