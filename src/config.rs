@@ -5,9 +5,9 @@
 //!
 //! 1. `saphyr` parses the YAML into a tree that remembers where each node stood; the tree
 //!    becomes a `serde_json::Value` plus an index from key path to line.
-//! 2. serde deserialises the value into the `Raw*` structs. `serde_ignored` collects *every*
-//!    unknown key (serde's `deny_unknown_fields` would stop at the first one) and
-//!    `serde_path_to_error` names the key of a type error.
+//! 2. serde deserialises the value into the `Raw*` structs ([`crate::raw`]): `serde_ignored`
+//!    collects *every* unknown key (serde's `deny_unknown_fields` would stop at the first
+//!    one) and `serde_path_to_error` names the key of a type error.
 //! 3. [`validate`] turns the raw structs into [`Config`], collecting every semantic problem
 //!    (bad patterns, bad secret references, plaintext upstreams, ...) instead of stopping.
 //!
@@ -447,12 +447,7 @@ pub fn parse(
 ) -> Result<(Config, Vec<Problem>), Problems> {
     let (value, lines) = yaml_to_json(text).map_err(|p| Problems(vec![p]))?;
     let mut problems = Vec::new();
-    let mut unknown = Vec::new();
-    let raw: Result<RawConfig, _> = {
-        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
-        let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
-        serde_path_to_error::deserialize(de)
-    };
+    let crate::raw::Deserialized { unknown, value } = crate::raw::deserialize::<RawConfig>(value);
     for path in unknown {
         let line = lines.locate(&path);
         problems.push(Problem {
@@ -464,16 +459,14 @@ pub fn parse(
             path,
         });
     }
-    let raw = match raw {
+    let raw = match value {
         Ok(raw) => raw,
         Err(err) => {
-            let path = err.path().to_string();
-            let path = if path == "." { String::new() } else { path };
             problems.push(Problem {
                 severity: Severity::Error,
-                line: lines.locate(&path),
-                message: err.into_inner().to_string(),
-                path,
+                line: lines.locate(&err.path),
+                message: err.message,
+                path: err.path,
             });
             return Err(Problems(problems));
         }
@@ -487,24 +480,6 @@ pub fn parse(
     match config {
         Some(config) if !has_error => Ok((config, v.problems)),
         _ => Err(Problems(v.problems)),
-    }
-}
-
-fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
-    match path {
-        serde_ignored::Path::Root => String::new(),
-        serde_ignored::Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
-        serde_ignored::Path::Map { parent, key } => {
-            let parent = ignored_path(parent);
-            if parent.is_empty() {
-                key.clone()
-            } else {
-                format!("{parent}.{key}")
-            }
-        }
-        serde_ignored::Path::Some { parent }
-        | serde_ignored::Path::NewtypeStruct { parent }
-        | serde_ignored::Path::NewtypeVariant { parent } => ignored_path(parent),
     }
 }
 

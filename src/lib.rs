@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the YAML file, parsed into types that cannot be invalid; every problem at once.
+//! - [`config`]: the YAML file, parsed into types that cannot be invalid; every problem at once
+//!   ([`raw`]: unknown keys and type errors by key path).
 //! - [`identity`]: JWKS cache and ID-token verification -> [`identity::Caller`].
 //! - [`policy`]: path normalisation, patterns and the rule matcher (no I/O; shared with
 //!   `explain`).
@@ -46,6 +47,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod raw;
 pub mod scrub;
 pub mod secrets;
 pub mod server;

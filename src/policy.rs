@@ -597,14 +597,16 @@ pub fn authorize_request(
     access: Access<'_>,
     attempt: Attempt<'_>,
 ) -> Result<Allowed, Box<Denial>> {
-    let deny = |reason| Box::new(Denial {
-        reason,
-        route: access.route.to_string(),
-        caller: attempt.caller.to_string(),
-        method: attempt.method.clone(),
-        path: attempt.path.to_string(),
-        client_ip: attempt.client_ip,
-    });
+    let deny = |reason| {
+        Box::new(Denial {
+            reason,
+            route: access.route.to_string(),
+            caller: attempt.caller.to_string(),
+            method: attempt.method.clone(),
+            path: attempt.path.to_string(),
+            client_ip: attempt.client_ip,
+        })
+    };
     if decoys.route(access.route) || decoys.caller(attempt.caller) {
         return Err(deny(DenyReason::Decoy));
     }
