@@ -18,6 +18,7 @@
 //! | 0 | `scrub` | finding the injected value in responses |
 //! | 0 | `metrics` | the Prometheus registry and handles |
 //! | 0 | `telemetry` | operational logs and `error_chain` |
+//! | 0 | `raw` | deserialising a value into its `Raw*` struct: every unknown key, a type error's key |
 //! | 0 | `secrets::reference` | `SecretRef`, a secret reference as written |
 //! | 0 | `secrets::events` | parsing Secret Manager's Pub/Sub payloads |
 //! | 1 | `inject` | one file per credential kind: spec, typed parse, prepare, apply |
@@ -70,6 +71,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod raw;
 pub mod scrub;
 pub mod secrets;
 pub mod server;

@@ -34,12 +34,7 @@ pub fn parse(
 ) -> Result<(Config, Vec<Problem>), Problems> {
     let (value, lines) = yaml_to_json(text).map_err(|p| Problems(vec![p]))?;
     let mut problems = Vec::new();
-    let mut unknown = Vec::new();
-    let raw: Result<RawConfig, _> = {
-        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
-        let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
-        serde_path_to_error::deserialize(de)
-    };
+    let crate::raw::Deserialized { unknown, value } = crate::raw::deserialize::<RawConfig>(value);
     for path in unknown {
         let line = lines.locate(&path);
         problems.push(Problem {
@@ -51,16 +46,14 @@ pub fn parse(
             path,
         });
     }
-    let raw = match raw {
+    let raw = match value {
         Ok(raw) => raw,
         Err(err) => {
-            let path = err.path().to_string();
-            let path = if path == "." { String::new() } else { path };
             problems.push(Problem {
                 severity: Severity::Error,
-                line: lines.locate(&path),
-                message: err.into_inner().to_string(),
-                path,
+                line: lines.locate(&err.path),
+                message: err.message,
+                path: err.path,
             });
             return Err(Problems(problems));
         }
@@ -74,24 +67,6 @@ pub fn parse(
     match config {
         Some(config) if !has_error => Ok((config, v.problems)),
         _ => Err(Problems(v.problems)),
-    }
-}
-
-fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
-    match path {
-        serde_ignored::Path::Root => String::new(),
-        serde_ignored::Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
-        serde_ignored::Path::Map { parent, key } => {
-            let parent = ignored_path(parent);
-            if parent.is_empty() {
-                key.clone()
-            } else {
-                format!("{parent}.{key}")
-            }
-        }
-        serde_ignored::Path::Some { parent }
-        | serde_ignored::Path::NewtypeStruct { parent }
-        | serde_ignored::Path::NewtypeVariant { parent } => ignored_path(parent),
     }
 }
 

@@ -130,6 +130,105 @@ fn requires_exactly_one_injection() {
     assert_eq!(err.0[0].path, "routes.stripe.credential.inject");
 }
 
+/// MINIMAL with its `header:` injection (line 10) replaced by `block`.
+fn with_inject(block: &str) -> String {
+    MINIMAL.replace(
+        "        header: { name: \"Authorization\", format: \"Bearer {secret}\" }\n",
+        block,
+    )
+}
+
+fn paths_and_lines(err: &Problems) -> Vec<(&str, Option<usize>)> {
+    err.0.iter().map(|p| (p.path.as_str(), p.line)).collect()
+}
+
+#[test]
+fn reports_every_hmac_problem_with_key_and_line() {
+    let text = with_inject(concat!(
+        "        hmac:\n",
+        "          header: \"X-Signature\"\n",
+        "          algoritm: sha256\n",
+        "          encoding: base32\n",
+        "          signed: [body, headers]\n",
+    ));
+    let err = parse(&text, &no_env).expect_err("invalid");
+    let hmac = "routes.stripe.credential.inject.hmac";
+    assert_eq!(
+        paths_and_lines(&err),
+        [
+            (format!("{hmac}.algoritm").as_str(), Some(12)),
+            (format!("{hmac}.algorithm").as_str(), Some(10)),
+            (format!("{hmac}.encoding").as_str(), Some(13)),
+            (format!("{hmac}.signed[1]").as_str(), Some(14)),
+        ]
+    );
+    assert!(err.0[0].message.contains("unknown key"), "{}", err.0[0]);
+    assert!(
+        err.0[1].message.contains("`algorithm` is required"),
+        "{}",
+        err.0[1]
+    );
+    assert!(
+        err.0[3].message.contains("unknown part `headers`"),
+        "{}",
+        err.0[3]
+    );
+}
+
+#[test]
+fn a_mistyped_hmac_value_is_named_by_key_and_line() {
+    let text = with_inject(concat!(
+        "        hmac:\n",
+        "          header: \"X-Signature\"\n",
+        "          algorithm: sha256\n",
+        "          encoding: hex\n",
+        "          signed: 3\n",
+    ));
+    let err = parse(&text, &no_env).expect_err("invalid");
+    assert_eq!(
+        paths_and_lines(&err),
+        [("routes.stripe.credential.inject.hmac.signed", Some(14))]
+    );
+    assert!(
+        err.0[0].message.contains("expected a sequence"),
+        "{}",
+        err.0[0]
+    );
+    let err = parse(&with_inject("        hmac: sha256\n"), &no_env).expect_err("invalid");
+    assert_eq!(err.0[0].path, "routes.stripe.credential.inject.hmac");
+    assert!(
+        err.0[0].message.contains("expected a mapping"),
+        "{}",
+        err.0[0]
+    );
+}
+
+#[test]
+fn signing_and_oauth2_problems_are_named_by_key() {
+    let inject = "routes.stripe.credential.inject";
+    for (block, paths) in [
+        (
+            "        aws_sigv4: { service: S3 }\n",
+            vec![
+                format!("{inject}.aws_sigv4.service"),
+                format!("{inject}.aws_sigv4.region"),
+            ],
+        ),
+        (
+            "        oauth2_client_credentials: { token_url: \"https://a.example/t\", scopes: [a, \"b c\"], audiences: x }\n",
+            vec![
+                format!("{inject}.oauth2_client_credentials.audiences"),
+                format!("{inject}.oauth2_client_credentials.scopes[1]"),
+            ],
+        ),
+    ] {
+        let err = parse(&with_inject(block), &no_env).expect_err(block);
+        let got: Vec<_> = err.0.iter().map(|p| p.path.clone()).collect();
+        assert_eq!(got, paths, "{block}");
+        assert!(err.0.iter().all(|p| p.line == Some(10)), "{err}");
+    }
+}
+
 #[test]
 fn rejects_setting_authorization_through_request_headers() {
     let text = MINIMAL.replace(

@@ -26,10 +26,10 @@ use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::hmac::required_str;
-use super::{Prepared, Signable};
+use super::{Prepared, Signable, SpecProblem, keep};
 
 /// AWS credentials for SigV4, from the route's secret payload
 /// `{"access_key_id": "...", "secret_access_key": "...", "session_token": "..."}`
@@ -97,6 +97,15 @@ impl AwsCredentials {
     }
 }
 
+/// `inject.aws_sigv4` as written; [`AwsSigV4Spec::validate`] checks it. Unknown keys are
+/// left to the config loader, which reports each with its key path and line.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a mapping, e.g. { service: execute-api, region: eu-west-1 }")]
+pub struct RawAwsSigV4 {
+    service: Option<String>,
+    region: Option<String>,
+}
+
 /// A validated `inject.aws_sigv4` block: the service's signing name and the region.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsSigV4Spec {
@@ -111,51 +120,120 @@ fn is_s3(service: &str) -> bool {
     matches!(service, "s3" | "s3-object-lambda")
 }
 
+/// A signing name or region: 1-64 lowercase letters, digits and `-`.
+fn is_aws_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn check_service(service: &str) -> Result<(), String> {
+    if is_aws_name(service) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`service`: `{service}` is not an AWS signing name (lowercase letters, digits and `-`, e.g. execute-api, s3)"
+        ))
+    }
+}
+
+fn check_region(region: &str) -> Result<(), String> {
+    if is_aws_name(region) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`region`: `{region}` is not an AWS region (lowercase letters, digits and `-`, e.g. eu-west-1)"
+        ))
+    }
+}
+
 impl AwsSigV4Spec {
     /// A spec for `service` (its signing name, e.g. `execute-api`, `s3`, `es`) in `region`
     /// (e.g. `eu-west-1`). Both are lowercase letters, digits and `-`.
     pub fn new(service: &str, region: &str) -> Result<Self, String> {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        };
-        if !ok(service) {
-            return Err(format!(
-                "`service`: `{service}` is not an AWS signing name (lowercase letters, digits and `-`, e.g. execute-api, s3)"
-            ));
-        }
-        if !ok(region) {
-            return Err(format!(
-                "`region`: `{region}` is not an AWS region (lowercase letters, digits and `-`, e.g. eu-west-1)"
-            ));
-        }
-        Ok(AwsSigV4Spec {
+        check_service(service)?;
+        check_region(region)?;
+        Ok(Self::checked(service, region))
+    }
+
+    fn checked(service: &str, region: &str) -> Self {
+        AwsSigV4Spec {
             service: service.to_string(),
             region: region.to_string(),
             content_sha256_header: is_s3(service),
+        }
+    }
+
+    /// Parses the `inject.aws_sigv4` mapping `{ service, region }` given as JSON (as a
+    /// config block would be), for tests and tools: see [`AwsSigV4Spec::validate`]. Unknown
+    /// keys and values of the wrong type are errors too. Every problem is in the message,
+    /// joined by `; `, each naming its key.
+    pub fn from_raw(raw: &Value) -> Result<Self, String> {
+        super::parse_value(
+            raw,
+            |key| {
+                SpecProblem::new(
+                    key,
+                    format!("unknown field `{key}` in `aws_sigv4`; expected service and region"),
+                )
+            },
+            |key| {
+                SpecProblem::new(
+                    key,
+                    if key.is_empty() {
+                        // As in `RawAwsSigV4`'s `expecting`.
+                        "`aws_sigv4` must be a mapping, e.g. { service: execute-api, region: eu-west-1 }"
+                            .to_string()
+                    } else {
+                        format!("`{key}` must be a string")
+                    },
+                )
+            },
+            Self::validate,
+        )
+        .map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+                .join("; ")
         })
     }
 
-    /// Parses the `inject.aws_sigv4` mapping `{ service, region }` (the YAML value as JSON);
-    /// unknown keys are errors.
-    pub fn from_raw(raw: &Value) -> Result<Self, String> {
-        let map = raw.as_object().ok_or_else(|| {
-            "`aws_sigv4` must be a mapping, e.g. { service: execute-api, region: eu-west-1 }"
-                .to_string()
-        })?;
-        if let Some(key) = map
-            .keys()
-            .find(|k| !matches!(k.as_str(), "service" | "region"))
-        {
-            return Err(format!(
-                "unknown field `{key}` in `aws_sigv4`; expected service and region"
-            ));
+    /// Validates an `inject.aws_sigv4` block: `service` and `region` are both required and
+    /// both checked (see [`AwsSigV4Spec::new`]); every problem is reported at its key.
+    pub fn validate(raw: RawAwsSigV4) -> Result<Self, Vec<SpecProblem>> {
+        let mut problems = Vec::new();
+        let mut field = |key: &str,
+                         value: Option<String>,
+                         hint: &str,
+                         check: fn(&str) -> Result<(), String>| {
+            let result = match value {
+                None => Err(format!("`{key}` is required: {hint}")),
+                Some(text) => check(&text).map(|()| text),
+            };
+            keep(
+                &mut problems,
+                result.map_err(|message| SpecProblem::new(key, message)),
+            )
+        };
+        let service = field(
+            "service",
+            raw.service,
+            "the AWS signing name, e.g. execute-api",
+            check_service,
+        );
+        let region = field(
+            "region",
+            raw.region,
+            "the AWS region, e.g. eu-west-1",
+            check_region,
+        );
+        match (service, region) {
+            (Some(service), Some(region)) => Ok(Self::checked(&service, &region)),
+            _ => Err(problems),
         }
-        let service = required_str(map, "service", "the AWS signing name, e.g. execute-api")?;
-        let region = required_str(map, "region", "the AWS region, e.g. eu-west-1")?;
-        Self::new(service, region)
     }
 
     /// Sends `x-amz-content-sha256` (the payload hash) with every request. On by default for

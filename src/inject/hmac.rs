@@ -55,9 +55,10 @@ use aws_lc_rs::hmac;
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
 use secrecy::SecretSlice;
+use serde::Deserialize;
+use serde_json::Value;
 
-use super::{Prepared, Signable};
-use serde_json::{Map, Value};
+use super::{Prepared, Signable, SpecProblem, keep};
 
 /// The hash function of an HMAC signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +184,25 @@ pub struct HmacSpec {
     prefix: String,
 }
 
-/// Keys accepted in `inject.hmac`.
+/// `inject.hmac` as written; [`HmacSpec::validate`] checks it. Unknown keys are left to the
+/// config loader, which reports each with its key path and line.
+#[derive(Debug, Deserialize)]
+#[serde(
+    expecting = "a mapping, e.g. { header: X-Signature, algorithm: sha256, encoding: hex, signed: [body] }, or { preset: slack_v0 }"
+)]
+pub struct RawHmac {
+    preset: Option<String>,
+    header: Option<String>,
+    algorithm: Option<String>,
+    encoding: Option<String>,
+    timestamp_header: Option<String>,
+    signed: Option<Vec<String>>,
+    format: Option<String>,
+    separator: Option<String>,
+    prefix: Option<String>,
+}
+
+/// Keys accepted in `inject.hmac` (the fields of [`RawHmac`]), for messages.
 const HMAC_KEYS: &[&str] = &[
     "preset",
     "header",
@@ -199,156 +218,203 @@ const HMAC_KEYS: &[&str] = &[
 /// Names of the HMAC presets, for messages.
 const HMAC_PRESETS: &str = "slack_v0, github_sha256";
 
-impl HmacSpec {
-    /// Parses the `inject.hmac` mapping (the YAML value as JSON): either `{ preset: NAME }`
-    /// alone, or `{ header, algorithm, encoding, signed, timestamp_header?, format?,
-    /// separator?, prefix? }`. Unknown keys, an empty or repeated `signed`, a signed timestamp
-    /// that would not reach the upstream, and a `format` without `{signature}` are errors.
-    /// The message names the offending key, e.g. "`signed` must list at least one part".
-    pub fn from_raw(raw: &Value) -> Result<Self, String> {
-        let map = raw.as_object().ok_or_else(|| {
-            "`hmac` must be a mapping, e.g. { header: X-Signature, algorithm: sha256, encoding: hex, signed: [body] }, or { preset: slack_v0 }".to_string()
-        })?;
-        if let Some(key) = map.keys().find(|k| !HMAC_KEYS.contains(&k.as_str())) {
-            return Err(format!(
-                "unknown field `{key}` in `hmac`; expected one of: {}",
-                HMAC_KEYS.join(", ")
-            ));
-        }
-        if let Some(preset) = map.get("preset") {
-            if let Some(other) = map.keys().find(|k| k.as_str() != "preset") {
-                return Err(format!(
-                    "`preset` stands alone: remove `{other}`, or drop `preset` and spell the scheme out"
-                ));
-            }
-            return match preset.as_str() {
-                Some("slack_v0") => Ok(Self::slack_v0()),
-                Some("github_sha256") => Ok(Self::github_sha256()),
-                Some(other) => Err(format!(
-                    "`preset`: unknown preset `{other}`; known presets: {HMAC_PRESETS}"
-                )),
-                None => Err(format!("`preset` must be a string, one of: {HMAC_PRESETS}")),
-            };
-        }
+/// The signed parts, for messages.
+const PARTS: &str = "method, path, query, timestamp, body";
 
-        let header = header_name_field(map, "header")?.ok_or_else(|| {
-            "`header` is required: the header that carries the signature".to_string()
-        })?;
-        let algorithm = match required_str(map, "algorithm", "sha256 or sha512")? {
-            "sha256" => HmacAlgorithm::Sha256,
-            "sha512" => HmacAlgorithm::Sha512,
-            other => {
-                return Err(format!(
-                    "`algorithm`: `{other}` is not supported; use sha256 or sha512"
-                ));
-            }
-        };
-        let encoding = match required_str(map, "encoding", "hex or base64")? {
-            "hex" => SigEncoding::Hex,
-            "base64" => SigEncoding::Base64,
-            other => {
-                return Err(format!(
-                    "`encoding`: `{other}` is not supported; use hex or base64"
-                ));
-            }
-        };
-        let timestamp_header = header_name_field(map, "timestamp_header")?;
-        let signed = match map.get("signed") {
-            None | Some(Value::Null) => {
-                return Err(
-                    "`signed` is required: a list of method, path, query, timestamp, body"
-                        .to_string(),
-                );
-            }
-            Some(Value::Array(items)) => {
-                let mut parts = Vec::with_capacity(items.len());
-                for item in items {
-                    let name = item.as_str().ok_or_else(|| {
-                        "`signed` entries must be strings: method, path, query, timestamp, body"
-                            .to_string()
-                    })?;
-                    let part = SignedPart::parse(name).ok_or_else(|| {
-                        format!(
-                            "`signed`: unknown part `{name}`; use method, path, query, timestamp, body"
-                        )
-                    })?;
-                    if parts.contains(&part) {
-                        return Err(format!("`signed`: `{name}` is listed twice"));
-                    }
-                    parts.push(part);
-                }
-                parts
-            }
-            Some(_) => {
-                return Err(
-                    "`signed` must be a list, e.g. [method, path, timestamp, body]".to_string(),
-                );
-            }
-        };
-        let format = optional_str(map, "format")?.unwrap_or("{signature}");
-        let separator = optional_str(map, "separator")?.unwrap_or("\n");
-        let prefix = optional_str(map, "prefix")?.unwrap_or("");
-        Self::new(
-            header,
-            algorithm,
-            encoding,
-            timestamp_header,
-            signed,
-            format,
-            separator,
-            prefix,
+impl RawHmac {
+    /// The keys that are set, in [`HMAC_KEYS`] order.
+    fn written(&self) -> impl Iterator<Item = &'static str> {
+        [
+            self.preset.is_some(),
+            self.header.is_some(),
+            self.algorithm.is_some(),
+            self.encoding.is_some(),
+            self.timestamp_header.is_some(),
+            self.signed.is_some(),
+            self.format.is_some(),
+            self.separator.is_some(),
+            self.prefix.is_some(),
+        ]
+        .into_iter()
+        .zip(HMAC_KEYS)
+        .filter_map(|(set, key)| set.then_some(*key))
+    }
+}
+
+impl HmacSpec {
+    /// Parses the `inject.hmac` mapping given as JSON (as a config block would be), for
+    /// tests and tools: see [`HmacSpec::validate`]. Unknown keys and values of the wrong
+    /// type are errors too. Every problem is in the message, joined by `; `, each naming its
+    /// key, e.g. "`signed` must list at least one part".
+    pub fn from_raw(raw: &Value) -> Result<Self, String> {
+        super::parse_value(
+            raw,
+            |key| {
+                SpecProblem::new(
+                    key,
+                    format!(
+                        "unknown field `{key}` in `hmac`; expected one of: {}",
+                        HMAC_KEYS.join(", ")
+                    ),
+                )
+            },
+            |key| SpecProblem::new(key, type_message(key)),
+            Self::validate,
         )
+        .map_err(|problems| {
+            problems
+                .into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
     }
 
-    /// Checks the cross-field rules; every constructor ends here.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        header: HeaderName,
-        algorithm: HmacAlgorithm,
-        encoding: SigEncoding,
-        timestamp_header: Option<HeaderName>,
-        signed: Vec<SignedPart>,
-        format: &str,
-        separator: &str,
-        prefix: &str,
-    ) -> Result<Self, String> {
-        if signed.is_empty() {
-            return Err(
-                "`signed` must list at least one part: method, path, query, timestamp, body"
-                    .to_string(),
-            );
-        }
-        let signs_timestamp = signed.contains(&SignedPart::Timestamp);
-        if let Some(th) = &timestamp_header {
-            if *th == header {
-                return Err(format!(
-                    "`timestamp_header` and `header` are both `{th}`; they must differ"
+    /// Validates an `inject.hmac` block: either `{ preset: NAME }` alone, or `{ header,
+    /// algorithm, encoding, signed, timestamp_header?, format?, separator?, prefix? }`.
+    /// Reports every problem, each at its key below `hmac` (`algorithm`, `signed[1]`): a
+    /// missing key, an unknown name, an empty or repeated `signed`, a signed timestamp that
+    /// would not reach the upstream (at its `signed` entry), and a `format` without
+    /// `{signature}`.
+    pub fn validate(raw: RawHmac) -> Result<Self, Vec<SpecProblem>> {
+        let mut problems = Vec::new();
+        if let Some(preset) = &raw.preset {
+            for other in raw.written().filter(|key| *key != "preset") {
+                problems.push(SpecProblem::new(
+                    other,
+                    format!(
+                        "`preset` stands alone: remove `{other}`, or drop `preset` and spell the scheme out"
+                    ),
                 ));
             }
-            if !signs_timestamp {
-                return Err(
-                    "`timestamp_header` is set but `timestamp` is not in `signed`: the upstream would get a timestamp the signature does not cover"
-                        .to_string(),
-                );
-            }
-        }
-        check_format(format, signs_timestamp)?;
-        if signs_timestamp && timestamp_header.is_none() && !format.contains("{timestamp}") {
-            return Err(
-                "`timestamp` is in `signed` but the upstream would never see it: set `timestamp_header`, or put `{timestamp}` in `format`"
-                    .to_string(),
+            let spec = keep(
+                &mut problems,
+                match preset.as_str() {
+                    "slack_v0" => Ok(Self::slack_v0()),
+                    "github_sha256" => Ok(Self::github_sha256()),
+                    other => Err(SpecProblem::new(
+                        "preset",
+                        format!(
+                            "`preset`: unknown preset `{other}`; known presets: {HMAC_PRESETS}"
+                        ),
+                    )),
+                },
             );
+            return spec.filter(|_| problems.is_empty()).ok_or(problems);
         }
-        Ok(HmacSpec {
-            header,
-            algorithm,
-            encoding,
-            timestamp_header,
-            signed,
-            format: format.to_string(),
-            separator: separator.to_string(),
-            prefix: prefix.to_string(),
-        })
+
+        let header = keep(
+            &mut problems,
+            required(
+                "header",
+                raw.header.as_deref(),
+                "the header that carries the signature",
+            )
+            .and_then(|text| signature_header("header", text)),
+        );
+        let algorithm = keep(
+            &mut problems,
+            required("algorithm", raw.algorithm.as_deref(), "sha256 or sha512").and_then(|text| {
+                match text {
+                    "sha256" => Ok(HmacAlgorithm::Sha256),
+                    "sha512" => Ok(HmacAlgorithm::Sha512),
+                    other => Err(SpecProblem::new(
+                        "algorithm",
+                        format!("`algorithm`: `{other}` is not supported; use sha256 or sha512"),
+                    )),
+                }
+            }),
+        );
+        let encoding = keep(
+            &mut problems,
+            required("encoding", raw.encoding.as_deref(), "hex or base64").and_then(|text| {
+                match text {
+                    "hex" => Ok(SigEncoding::Hex),
+                    "base64" => Ok(SigEncoding::Base64),
+                    other => Err(SpecProblem::new(
+                        "encoding",
+                        format!("`encoding`: `{other}` is not supported; use hex or base64"),
+                    )),
+                }
+            }),
+        );
+        let timestamp_header = raw
+            .timestamp_header
+            .as_deref()
+            .and_then(|text| keep(&mut problems, signature_header("timestamp_header", text)));
+        let signed = match &raw.signed {
+            Some(names) => signed_parts(names, &mut problems),
+            None => {
+                problems.push(SpecProblem::new(
+                    "signed",
+                    format!("`signed` is required: a list of {PARTS}"),
+                ));
+                None
+            }
+        };
+
+        // Cross-field rules, each on the key to change, and only over keys that are valid
+        // (or, for the timestamp header, set): no echo of a problem already reported.
+        let format = raw.format.as_deref().unwrap_or("{signature}");
+        // Known when `timestamp` is listed, or when the list is valid; else a guess would
+        // only echo the bad entry.
+        let signs_timestamp = match (&raw.signed, &signed) {
+            (Some(names), _) if names.iter().any(|name| name == "timestamp") => Some(true),
+            (_, Some(_)) => Some(false),
+            _ => None,
+        };
+        if let (Some(th), Some(h)) = (&timestamp_header, &header)
+            && th == h
+        {
+            problems.push(SpecProblem::new(
+                "timestamp_header",
+                format!("`timestamp_header` and `header` are both `{th}`; they must differ"),
+            ));
+        }
+        if raw.timestamp_header.is_some() && signs_timestamp == Some(false) {
+            problems.push(SpecProblem::new(
+                "timestamp_header",
+                "`timestamp_header` is set but `timestamp` is not in `signed`: the upstream would get a timestamp the signature does not cover",
+            ));
+        }
+        problems.extend(
+            format_problems(format, signs_timestamp)
+                .into_iter()
+                .map(|message| SpecProblem::new("format", message)),
+        );
+        if signs_timestamp == Some(true)
+            && raw.timestamp_header.is_none()
+            && !format.contains("{timestamp}")
+        {
+            let at = raw
+                .signed
+                .iter()
+                .flatten()
+                .position(|name| name == "timestamp")
+                .unwrap_or(0);
+            problems.push(SpecProblem::new(
+                format!("signed[{at}]"),
+                "`timestamp` is in `signed` but the upstream would never see it: set `timestamp_header`, or put `{timestamp}` in `format`",
+            ));
+        }
+
+        match (header, algorithm, encoding, signed) {
+            (Some(header), Some(algorithm), Some(encoding), Some(signed))
+                if problems.is_empty() =>
+            {
+                Ok(HmacSpec {
+                    header,
+                    algorithm,
+                    encoding,
+                    timestamp_header,
+                    signed,
+                    format: format.to_string(),
+                    separator: raw.separator.unwrap_or_else(|| "\n".to_string()),
+                    prefix: raw.prefix.unwrap_or_default(),
+                })
+            }
+            _ => Err(problems),
+        }
     }
 
     /// Slack's request signing, version 0 (`preset: slack_v0`): canonical string
@@ -516,65 +582,87 @@ pub fn unix_seconds(time: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// `format` must contain `{signature}` once, no other placeholder (`{timestamp}` only when
-/// the timestamp is signed), and only printable ASCII, so the header value is always valid.
-fn check_format(format: &str, signs_timestamp: bool) -> Result<(), String> {
+/// The problems of `format`: it must contain `{signature}` once, no other placeholder
+/// (`{timestamp}` only when the timestamp is signed; unknown when `signed` is not valid),
+/// and only printable ASCII, so the header value is always valid.
+fn format_problems(format: &str, signs_timestamp: Option<bool>) -> Vec<&'static str> {
+    let mut problems = Vec::new();
     if format.matches("{signature}").count() != 1 {
-        return Err(
-            "`format` must contain `{signature}` exactly once, e.g. \"v1={signature}\"".to_string(),
-        );
+        problems.push("`format` must contain `{signature}` exactly once, e.g. \"v1={signature}\"");
     }
     let rest = format.replace("{signature}", "").replace("{timestamp}", "");
     if rest.contains(['{', '}']) {
-        return Err(
-            "`format` may only use the placeholders `{signature}` and `{timestamp}`".to_string(),
-        );
+        problems.push("`format` may only use the placeholders `{signature}` and `{timestamp}`");
     }
-    if format.contains("{timestamp}") && !signs_timestamp {
-        return Err("`format` uses `{timestamp}` but `timestamp` is not in `signed`".to_string());
+    if format.contains("{timestamp}") && signs_timestamp == Some(false) {
+        problems.push("`format` uses `{timestamp}` but `timestamp` is not in `signed`");
     }
     if !format.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
-        return Err("`format` may only contain printable ASCII characters and spaces".to_string());
+        problems.push("`format` may only contain printable ASCII characters and spaces");
     }
-    Ok(())
+    problems
 }
 
-/// Headers that describe a connection or the framing of a message: they cannot carry a
-/// signature.
-fn is_framing_header(name: &HeaderName) -> bool {
-    crate::headers::is_hop_by_hop_or_framing(name)
-}
-
-/// An optional header-name field.
-fn header_name_field(map: &Map<String, Value>, key: &str) -> Result<Option<HeaderName>, String> {
-    let Some(text) = optional_str(map, key)? else {
-        return Ok(None);
-    };
-    let name = HeaderName::from_bytes(text.as_bytes())
-        .map_err(|_| format!("`{key}`: `{text}` is not a valid HTTP header name"))?;
-    if is_framing_header(&name) {
-        return Err(format!("`{key}`: `{text}` cannot carry a signature"));
+/// The parts listed in `signed`, each unknown or repeated entry a problem at its index;
+/// `None` when the list is empty or has such an entry.
+fn signed_parts(names: &[String], problems: &mut Vec<SpecProblem>) -> Option<Vec<SignedPart>> {
+    if names.is_empty() {
+        problems.push(SpecProblem::new(
+            "signed",
+            format!("`signed` must list at least one part: {PARTS}"),
+        ));
+        return None;
     }
-    Ok(Some(name))
-}
-
-pub(super) fn optional_str<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a str>, String> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("`{key}` must be a string")),
+    let before = problems.len();
+    let mut parts = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        match SignedPart::parse(name) {
+            None => problems.push(SpecProblem::new(
+                format!("signed[{i}]"),
+                format!("`signed`: unknown part `{name}`; use {PARTS}"),
+            )),
+            Some(part) if parts.contains(&part) => problems.push(SpecProblem::new(
+                format!("signed[{i}]"),
+                format!("`signed`: `{name}` is listed twice"),
+            )),
+            Some(part) => parts.push(part),
+        }
     }
+    (problems.len() == before).then_some(parts)
 }
 
-pub(super) fn required_str<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-    hint: &str,
-) -> Result<&'a str, String> {
-    optional_str(map, key)?.ok_or_else(|| format!("`{key}` is required: {hint}"))
+/// A string key that must be set.
+fn required<'a>(key: &str, value: Option<&'a str>, hint: &str) -> Result<&'a str, SpecProblem> {
+    value.ok_or_else(|| SpecProblem::new(key, format!("`{key}` is required: {hint}")))
+}
+
+/// A header that is to carry a signature (or its timestamp).
+fn signature_header(key: &str, text: &str) -> Result<HeaderName, SpecProblem> {
+    let name = HeaderName::from_bytes(text.as_bytes()).map_err(|_| {
+        SpecProblem::new(
+            key,
+            format!("`{key}`: `{text}` is not a valid HTTP header name"),
+        )
+    })?;
+    if crate::headers::is_hop_by_hop_or_framing(&name) {
+        return Err(SpecProblem::new(
+            key,
+            format!("`{key}`: `{text}` cannot carry a signature"),
+        ));
+    }
+    Ok(name)
+}
+
+/// What a value of the wrong type at `key` (below `hmac`; empty for the block) should be.
+fn type_message(key: &str) -> String {
+    match key {
+        // As in `RawHmac`'s `expecting`, which the config loader's type errors quote.
+        "" => "`hmac` must be a mapping, e.g. { header: X-Signature, algorithm: sha256, encoding: hex, signed: [body] }, or { preset: slack_v0 }".to_string(),
+        "preset" => format!("`preset` must be a string, one of: {HMAC_PRESETS}"),
+        "signed" => "`signed` must be a list, e.g. [method, path, timestamp, body]".to_string(),
+        key if key.starts_with("signed[") => format!("`signed` entries must be strings: {PARTS}"),
+        key => format!("`{key}` must be a string"),
+    }
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {

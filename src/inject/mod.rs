@@ -81,9 +81,9 @@ pub struct RawInject {
     header: Option<header::RawHeader>,
     query: Option<query::RawQuery>,
     basic: Option<header::RawBasic>,
-    oauth2_client_credentials: Option<serde_json::Value>,
-    hmac: Option<serde_json::Value>,
-    aws_sigv4: Option<serde_json::Value>,
+    oauth2_client_credentials: Option<oauth2::RawOAuth2>,
+    hmac: Option<hmac::RawHmac>,
+    aws_sigv4: Option<aws_sigv4::RawAwsSigV4>,
 }
 
 /// One problem in an `inject:` block, for `check`'s key paths.
@@ -104,6 +104,40 @@ impl SpecProblem {
             message: message.into(),
         }
     }
+}
+
+/// Keeps the value of `result`, or records its problem.
+fn keep<T>(problems: &mut Vec<SpecProblem>, result: Result<T, SpecProblem>) -> Option<T> {
+    result.map_err(|p| problems.push(p)).ok()
+}
+
+/// For the kinds' `from_raw` conveniences: deserialises one block given as a JSON value
+/// into the kind's raw struct exactly as the config loader does (every unknown key, the
+/// first type error), then validates it. The kind words the first two: `unknown` gets an
+/// unknown key's path, `type_error` a wrong value's path (empty for the block itself, also
+/// when it is not a mapping). Every problem comes back, unknown keys first.
+fn parse_value<R: serde::de::DeserializeOwned, S>(
+    value: &serde_json::Value,
+    unknown: impl Fn(&str) -> SpecProblem,
+    type_error: impl Fn(&str) -> SpecProblem,
+    validate: impl FnOnce(R) -> Result<S, Vec<SpecProblem>>,
+) -> Result<S, Vec<SpecProblem>> {
+    // serde would also read a struct from a list, by position; a block is a mapping.
+    if !value.is_object() {
+        return Err(vec![type_error("")]);
+    }
+    let crate::raw::Deserialized {
+        unknown: keys,
+        value,
+    } = crate::raw::deserialize(value.clone());
+    let mut problems: Vec<SpecProblem> = keys.iter().map(|key| unknown(key)).collect();
+    match value.map(validate) {
+        Err(err) => problems.push(type_error(&err.path)),
+        Ok(Err(more)) => problems.extend(more),
+        Ok(Ok(spec)) if problems.is_empty() => return Ok(spec),
+        Ok(Ok(_)) => {}
+    }
+    Err(problems)
 }
 
 impl fmt::Display for SpecProblem {
@@ -157,16 +191,16 @@ impl Injection {
             query::parse(q)
         } else if let Some(b) = raw.basic {
             header::parse_basic(b)
-        } else if let Some(v) = &raw.hmac {
-            hmac::HmacSpec::from_raw(v)
+        } else if let Some(h) = raw.hmac {
+            hmac::HmacSpec::validate(h)
                 .map(Injection::Hmac)
-                .map_err(|e| vec![SpecProblem::new("hmac", e)])
-        } else if let Some(v) = &raw.aws_sigv4 {
-            aws_sigv4::AwsSigV4Spec::from_raw(v)
+                .map_err(|p| under("hmac", p))
+        } else if let Some(a) = raw.aws_sigv4 {
+            aws_sigv4::AwsSigV4Spec::validate(a)
                 .map(Injection::AwsSigV4)
-                .map_err(|e| vec![SpecProblem::new("aws_sigv4", e)])
-        } else if let Some(v) = &raw.oauth2_client_credentials {
-            oauth2::OAuth2Spec::parse(v, true)
+                .map_err(|p| under("aws_sigv4", p))
+        } else if let Some(o) = raw.oauth2_client_credentials {
+            oauth2::OAuth2Spec::validate(o, true)
                 .map(Injection::OAuth2)
                 .map_err(|p| under("oauth2_client_credentials", p))
         } else {

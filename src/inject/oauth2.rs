@@ -5,7 +5,8 @@
 //! `{"client_id": "...", "client_secret": "..."}`) and injects a short-lived access token minted
 //! from them: `Authorization: Bearer <access token>`. The pipeline never sees either.
 //!
-//! - [`OAuth2Spec`]: the config mapping `{ token_url, scopes, audience, auth_style }`.
+//! - [`RawOAuth2`], [`OAuth2Spec`]: the config mapping `{ token_url, scopes, audience,
+//!   auth_style }` as written and validated.
 //! - [`ClientCredentials`]: the parsed secret payload.
 //! - [`TokenSource`] (one per route): mints, caches and re-mints [`AccessToken`]s.
 //! - [`TokenError`]: why no token could be had, with a stable [`TokenError::code`] for the
@@ -81,10 +82,11 @@ use std::time::Duration;
 use base64::Engine as _;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::Prepared;
 pub use super::SpecProblem;
+use super::{Prepared, keep};
 pub use source::TokenSource;
 pub use token::{AccessToken, TokenError};
 
@@ -108,7 +110,7 @@ const FAILURE_HOLD_MAX: Duration = Duration::from_secs(30);
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 const MAX_DESCRIPTION_CHARS: usize = 200;
 const MAX_ERROR_CODE_CHARS: usize = 64;
-/// The keys of the `oauth2_client_credentials` mapping.
+/// The keys of the `oauth2_client_credentials` mapping (the fields of [`RawOAuth2`]).
 const KEYS: [&str; 4] = ["token_url", "scopes", "audience", "auth_style"];
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
@@ -130,6 +132,17 @@ pub struct OAuth2Spec {
     auth_style: AuthStyle,
 }
 
+/// `inject.oauth2_client_credentials` as written; [`OAuth2Spec::validate`] checks it.
+/// Unknown keys are left to the config loader, which reports each with its key path and line.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a mapping: { token_url, scopes, audience, auth_style }")]
+pub struct RawOAuth2 {
+    token_url: Option<String>,
+    scopes: Option<Vec<String>>,
+    audience: Option<String>,
+    auth_style: Option<String>,
+}
+
 impl OAuth2Spec {
     /// Parses `{ token_url, scopes, audience, auth_style }`; every problem joined into one
     /// message, each prefixed by its key. See [`OAuth2Spec::parse`].
@@ -143,111 +156,76 @@ impl OAuth2Spec {
         })
     }
 
-    /// Parses the mapping and reports every problem with its key:
+    /// Parses the mapping given as JSON (as a config block would be), for tests and tools,
+    /// and reports every problem with its key: each unknown key, a value of the wrong type,
+    /// then what [`OAuth2Spec::validate`] finds.
+    pub fn parse(raw: &Value, allow_loopback_http: bool) -> Result<Self, Vec<SpecProblem>> {
+        super::parse_value(
+            raw,
+            |key| SpecProblem::new(key, format!("unknown key: expected {}", KEYS.join(", "))),
+            |key| SpecProblem::new(key, type_message(key)),
+            |raw| Self::validate(raw, allow_loopback_http),
+        )
+    }
+
+    /// Validates the block and reports every problem with its key below it:
     ///
     /// - `token_url` (required): https; plain http only when `allow_loopback_http` and the host
     ///   is loopback (`localhost`, `127.0.0.0/8`, `::1`); no user info, no fragment.
     /// - `scopes` (optional, default none): a list of RFC 6749 §3.3 scope tokens.
     /// - `audience` (optional, null allowed): a non-empty string, sent as the `audience` field.
     /// - `auth_style` (optional, null allowed): `basic` (default) or `body`.
-    /// - Any other key is rejected.
-    pub fn parse(raw: &Value, allow_loopback_http: bool) -> Result<Self, Vec<SpecProblem>> {
-        let Some(map) = raw.as_object() else {
-            return Err(vec![SpecProblem::new(
-                "",
-                "must be a mapping: { token_url, scopes, audience, auth_style }",
-            )]);
-        };
+    pub fn validate(raw: RawOAuth2, allow_loopback_http: bool) -> Result<Self, Vec<SpecProblem>> {
         let mut problems = Vec::new();
-        for key in map.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                problems.push(SpecProblem::new(
-                    key.as_str(),
-                    format!("unknown key: expected {}", KEYS.join(", ")),
-                ));
-            }
-        }
-        let token_url = match map.get("token_url") {
-            None | Some(Value::Null) => {
-                problems.push(SpecProblem::new(
-                    "token_url",
-                    "is required: the https URL of the token endpoint",
-                ));
-                None
-            }
-            Some(Value::String(text)) => match parse_token_url(text, allow_loopback_http) {
-                Ok(url) => Some(url),
-                Err(message) => {
-                    problems.push(SpecProblem::new("token_url", message));
-                    None
-                }
-            },
-            Some(_) => {
-                problems.push(SpecProblem::new(
-                    "token_url",
-                    "must be a string: the https URL of the token endpoint",
-                ));
-                None
-            }
+        let token_url = match &raw.token_url {
+            None => Err(SpecProblem::new(
+                "token_url",
+                "is required: the https URL of the token endpoint",
+            )),
+            Some(text) => parse_token_url(text, allow_loopback_http)
+                .map_err(|message| SpecProblem::new("token_url", message)),
         };
+        let token_url = keep(&mut problems, token_url);
         let mut scopes = Vec::new();
-        match map.get("scopes") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    match item.as_str() {
-                        Some(scope) if is_scope_token(scope) => scopes.push(scope.to_string()),
-                        Some(scope) => problems.push(SpecProblem::new(
-                            format!("scopes[{i}]"),
-                            format!(
-                                "`{scope}` is not a scope: one or more printable ASCII characters without spaces, `\"` or `\\` (RFC 6749 §3.3)"
-                            ),
-                        )),
-                        None => problems.push(SpecProblem::new(
-                            format!("scopes[{i}]"),
-                            "must be a string",
-                        )),
-                    }
-                }
-            }
-            Some(_) => problems.push(SpecProblem::new("scopes", "must be a list of strings")),
-        }
-        let audience = match map.get("audience") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) if !text.is_empty() => Some(text.clone()),
-            Some(_) => {
+        for (i, scope) in raw.scopes.into_iter().flatten().enumerate() {
+            if is_scope_token(&scope) {
+                scopes.push(scope);
+            } else {
                 problems.push(SpecProblem::new(
-                    "audience",
-                    "must be a non-empty string, or null",
-                ));
-                None
-            }
-        };
-        let auth_style = match map.get("auth_style") {
-            None | Some(Value::Null) => Some(AuthStyle::Basic),
-            Some(Value::String(text)) if text == "basic" => Some(AuthStyle::Basic),
-            Some(Value::String(text)) if text == "body" => Some(AuthStyle::Body),
-            Some(other) => {
-                problems.push(SpecProblem::new(
-                    "auth_style",
+                    format!("scopes[{i}]"),
                     format!(
-                        "{other} is not an auth style: use basic (HTTP Basic, the default) or body (client_id and client_secret form fields)"
+                        "`{scope}` is not a scope: one or more printable ASCII characters without spaces, `\"` or `\\` (RFC 6749 §3.3)"
                     ),
                 ));
+            }
+        }
+        let audience = match raw.audience {
+            Some(text) if text.is_empty() => {
+                problems.push(SpecProblem::new("audience", type_message("audience")));
                 None
             }
+            audience => audience,
         };
-        if problems.is_empty()
-            && let (Some(token_url), Some(auth_style)) = (token_url, auth_style)
-        {
-            Ok(OAuth2Spec {
+        let auth_style = match raw.auth_style.as_deref() {
+            None | Some("basic") => Ok(AuthStyle::Basic),
+            Some("body") => Ok(AuthStyle::Body),
+            Some(other) => Err(SpecProblem::new(
+                "auth_style",
+                format!(
+                    "{} is not an auth style: use basic (HTTP Basic, the default) or body (client_id and client_secret form fields)",
+                    Value::from(other)
+                ),
+            )),
+        };
+        let auth_style = keep(&mut problems, auth_style);
+        match (token_url, auth_style) {
+            (Some(token_url), Some(auth_style)) if problems.is_empty() => Ok(OAuth2Spec {
                 token_url,
                 scopes,
                 audience,
                 auth_style,
-            })
-        } else {
-            Err(problems)
+            }),
+            _ => Err(problems),
         }
     }
 
@@ -275,6 +253,19 @@ impl OAuth2Spec {
     fn endpoint(&self) -> String {
         self.token_url[..url::Position::AfterPath].to_string()
     }
+}
+
+/// What a value of the wrong type at `key` (below the block; empty for the block) should be.
+fn type_message(key: &str) -> String {
+    match key {
+        "" => "must be a mapping: { token_url, scopes, audience, auth_style }",
+        "token_url" => "must be a string: the https URL of the token endpoint",
+        "scopes" => "must be a list of strings",
+        "audience" => "must be a non-empty string, or null",
+        "auth_style" => "must be a string: basic (HTTP Basic, the default) or body (client_id and client_secret form fields)",
+        _ => "must be a string",
+    }
+    .to_string()
 }
 
 fn parse_token_url(text: &str, allow_loopback_http: bool) -> Result<Url, String> {

@@ -367,6 +367,27 @@ fn sigv4_spec_from_config() {
     }
 }
 
+#[test]
+fn sigv4_validation_reports_both_keys() {
+    let raw: RawAwsSigV4 = serde_json::from_value(json!({"service": "S3"})).expect("typed");
+    let problems = AwsSigV4Spec::validate(raw).expect_err("invalid");
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["service", "region"]);
+    assert!(
+        problems[0].message.contains("`service`: `S3`"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].message.contains("`region` is required"),
+        "{problems:?}"
+    );
+    let e = AwsSigV4Spec::from_raw(&json!({"service": "S3", "region": "eu west 1"})).unwrap_err();
+    assert!(
+        e.contains("`service`: `S3`") && e.contains("`region`: `eu west 1`"),
+        "{e}"
+    );
+}
+
 // ----------------------------------------------------------- SigV4 credentials payload
 
 #[test]

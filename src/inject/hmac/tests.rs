@@ -364,6 +364,90 @@ fn hmac_config_errors_name_the_problem() {
     }
 }
 
+fn problem_keys(raw: Value) -> Vec<String> {
+    let raw: RawHmac = serde_json::from_value(raw).expect("typed");
+    let problems = HmacSpec::validate(raw).expect_err("invalid");
+    problems.into_iter().map(|p| p.key).collect()
+}
+
+#[test]
+fn validation_reports_every_problem_at_its_key() {
+    assert_eq!(
+        problem_keys(json!({
+            "algorithm": "md5", "encoding": "base32", "timestamp_header": "Content-Length",
+            "signed": ["body", "headers", "body"], "format": "{nonce}",
+        })),
+        [
+            "header",
+            "algorithm",
+            "encoding",
+            "timestamp_header",
+            "signed[1]",
+            "signed[2]",
+            "format",
+            "format",
+        ]
+    );
+    assert_eq!(
+        problem_keys(json!({})),
+        ["header", "algorithm", "encoding", "signed"]
+    );
+    // Cross-field rules land on the key to change: the signed timestamp nobody would see,
+    // the timestamp header whose value the signature would not cover.
+    let base = json!({"header": "X-Signature", "algorithm": "sha256", "encoding": "hex"});
+    let with = |signed: Value, extra: Value| {
+        let mut raw = base.clone();
+        raw["signed"] = signed;
+        for (k, v) in extra.as_object().unwrap() {
+            raw[k] = v.clone();
+        }
+        problem_keys(raw)
+    };
+    assert_eq!(with(json!(["body", "timestamp"]), json!({})), ["signed[1]"]);
+    assert_eq!(
+        with(json!(["body"]), json!({"timestamp_header": "X-Timestamp"})),
+        ["timestamp_header"]
+    );
+    // An unknown part says nothing about the timestamp: no echo on `timestamp_header`.
+    assert_eq!(
+        with(
+            json!(["timstamp"]),
+            json!({"timestamp_header": "X-Timestamp"})
+        ),
+        ["signed[0]"]
+    );
+    assert_eq!(
+        problem_keys(json!({"preset": "stripe", "header": "X-Sig", "signed": ["body"]})),
+        ["header", "signed", "preset"]
+    );
+    // The convenience wrapper reports them all too, in one message.
+    let message = HmacSpec::from_raw(&json!({"algoritm": "sha256", "encoding": "base32"}))
+        .expect_err("invalid");
+    for expected in [
+        "unknown field `algoritm` in `hmac`",
+        "`header` is required",
+        "`algorithm` is required",
+        "use hex or base64",
+        "`signed` is required",
+    ] {
+        assert!(
+            message.contains(expected),
+            "{message:?} should contain {expected:?}"
+        );
+    }
+}
+
+#[test]
+fn the_key_list_in_messages_is_the_typed_struct() {
+    let every_key: serde_json::Map<String, Value> = HMAC_KEYS
+        .iter()
+        .map(|k| (k.to_string(), Value::Null))
+        .collect();
+    let read = crate::raw::deserialize::<RawHmac>(Value::Object(every_key));
+    assert!(read.unknown.is_empty(), "{:?}", read.unknown);
+    assert!(read.value.is_ok());
+}
+
 #[test]
 fn unix_seconds_truncates_and_clamps() {
     assert_eq!(
