@@ -112,7 +112,8 @@ impl Needles {
 /// - the value itself;
 /// - standard and URL-safe base64 of the value alone (padded and unpadded), and the part of
 ///   a longer base64 text that only the value determines, at each of the three alignments;
-/// - percent-encoding with upper- and lower-case hex, with `%20` or `+` for a space;
+/// - percent-encoding with upper- and lower-case hex, with `%20` or `+` for a space, of
+///   every byte but the unreserved ones or of every byte but letters and digits;
 /// - JSON string escaping: `\"`, `\\` and control characters, optionally `\/` for `/`,
 ///   `\uXXXX` for non-ASCII (either hex case), and Go's `\u003c`-style HTML escapes;
 /// - lower- and upper-case hex of its bytes.
@@ -142,7 +143,9 @@ pub fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
     }
     for upper in [true, false] {
         for plus in [false, true] {
-            out.push(percent(secret, upper, plus));
+            for strict in [false, true] {
+                out.push(percent(secret, upper, plus, strict));
+            }
         }
     }
     if let Ok(text) = std::str::from_utf8(secret) {
@@ -161,12 +164,13 @@ pub fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// Percent-encoding of every byte but the unreserved ones (`A-Za-z0-9-._~`), with upper- or
-/// lower-case hex, and with `+` for a space when `plus`.
-fn percent(secret: &[u8], upper: bool, plus: bool) -> Vec<u8> {
+/// Percent-encoding of every byte but the unreserved ones (`A-Za-z0-9-._~`; only
+/// `A-Za-z0-9` when `strict`, as over-eager encoders do), with upper- or lower-case hex, and
+/// with `+` for a space when `plus`.
+fn percent(secret: &[u8], upper: bool, plus: bool, strict: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(secret.len() * 3);
     for &b in secret {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric() || (!strict && matches!(b, b'-' | b'.' | b'_' | b'~')) {
             out.push(b);
         } else if plus && b == b' ' {
             out.push(b'+');

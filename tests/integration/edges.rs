@@ -84,3 +84,319 @@ async fn requests_cut_at_the_drain_deadline_are_audited_as_shutdown_before_exit(
     assert_eq!(found[0]["reason"], "shutdown", "{}", found[0]);
     pending.abort();
 }
+
+// ------------------------------------------------------------------------------------------
+// The secret never handed back
+
+/// A hostile upstream that hands the credential it received back in the form its path names,
+/// in the body and in a header, and records the headers it got.
+struct Reflector {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>>,
+}
+
+/// The secret `Authorization: Bearer {secret}` carried, in the form `form`.
+fn reflected(secret: &str, form: &str) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    let pct_lower: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02x}")
+            }
+        })
+        .collect();
+    match form {
+        "plain" => secret.to_string(),
+        "base64" => STANDARD.encode(secret),
+        "base64url" => URL_SAFE_NO_PAD.encode(secret),
+        "embedded0" => STANDARD.encode(format!("{secret}:tail")),
+        "embedded1" => STANDARD.encode(format!("a{secret}:tail")),
+        "embedded2" => URL_SAFE_NO_PAD.encode(format!("ab{secret}:tail")),
+        "hex" => hex,
+        "HEX" => hex.to_ascii_uppercase(),
+        "pct-lower" => pct_lower,
+        "json-slash" => secret.replace('/', "\\/"),
+        _ => format!("unknown form {form}"),
+    }
+}
+
+const FORMS: [&str; 10] = [
+    "plain",
+    "base64",
+    "base64url",
+    "embedded0",
+    "embedded1",
+    "embedded2",
+    "hex",
+    "HEX",
+    "pct-lower",
+    "json-slash",
+];
+
+impl Reflector {
+    async fn start() -> Reflector {
+        use axum::response::IntoResponse as _;
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<http::HeaderMap>>> = Default::default();
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let record = record.clone();
+            async move {
+                let secret = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or_default()
+                    .to_string();
+                record.lock().expect("lock").push(request.headers().clone());
+                let path = request.uri().path().to_string();
+                let form = path.rsplit('/').next().unwrap_or_default().to_string();
+                if path.starts_with("/form/") {
+                    let value = reflected(&secret, &form);
+                    return (
+                        [("x-reflect", format!("v={value};"))],
+                        format!("{{\"echo\":\"{value}\"}}"),
+                    )
+                        .into_response();
+                }
+                match form.as_str() {
+                    "header-name" => {
+                        let name = format!("x-{}", secret.to_ascii_lowercase());
+                        let mut r = "named".into_response();
+                        r.headers_mut().insert(
+                            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                            http::HeaderValue::from_static("1"),
+                        );
+                        r
+                    }
+                    "range" => {
+                        // Honours Range, as a file server would.
+                        let body = format!("0123456789 token={secret} end");
+                        match request
+                            .headers()
+                            .get("range")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("bytes="))
+                            .and_then(|v| v.split_once('-'))
+                            .and_then(|(a, b)| {
+                                Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+                            }) {
+                            Some((a, b)) if b < body.len() => {
+                                (http::StatusCode::PARTIAL_CONTENT, body[a..=b].to_string())
+                                    .into_response()
+                            }
+                            _ => body.into_response(),
+                        }
+                    }
+                    "double-encoding" => {
+                        let mut r = format!("gz:{secret}").into_response();
+                        r.headers_mut().append(
+                            "content-encoding",
+                            http::HeaderValue::from_static("identity"),
+                        );
+                        r.headers_mut()
+                            .append("content-encoding", http::HeaderValue::from_static("gzip"));
+                        r
+                    }
+                    _ => format!("plain {secret}").into_response(),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Reflector { addr, seen }
+    }
+}
+
+async fn mirror_world(upstream: &str) -> World {
+    let route = format!(
+        r#"  mirror:
+    upstream: "{upstream}"
+    credential: {{ secret: "env:API_SECRET", inject: {{ header: {{ name: "Authorization", format: "Bearer {{secret}}" }} }} }}
+    allow:
+      - callers: ["{READER}"]
+        methods: ["GET"]
+        paths: ["/**"]
+"#
+    );
+    World::custom(&route, |c| c, &default_env()).await
+}
+
+/// Everything the caller received: status line, headers (names and values) and body.
+async fn everything(r: reqwest::Response) -> String {
+    let mut text = format!("{}\n", r.status());
+    for (name, value) in r.headers() {
+        text.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    text.push_str(&r.text().await.unwrap_or_default());
+    text
+}
+
+/// Fails when any form of the secret is in `text`.
+fn assert_no_form_of_the_secret(text: &str, context: &str) {
+    for form in FORMS {
+        let needle = reflected(SECRET, form);
+        assert!(
+            !text.contains(&needle)
+                && !text
+                    .to_ascii_lowercase()
+                    .contains(&needle.to_ascii_lowercase()),
+            "{context}: the {form} form of the secret came back:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_encoding_of_the_secret_comes_back_in_headers_or_body() {
+    let reflector = Reflector::start().await;
+    let w = mirror_world(&format!("http://{}", reflector.addr)).await;
+    for form in FORMS {
+        let r = w.app.get_as(READER, &format!("/mirror/form/{form}")).await;
+        assert_eq!(r.status(), 200, "{form}");
+        let text = everything(r).await;
+        assert!(
+            text.contains("[redacted]"),
+            "{form}: nothing was scrubbed:\n{text}"
+        );
+        assert_no_form_of_the_secret(&text, form);
+    }
+    // A response header named after the secret is dropped, not passed on.
+    let r = w.app.get_as(READER, "/mirror/header-name").await;
+    assert_eq!(r.status(), 200);
+    let text = everything(r).await;
+    assert_no_form_of_the_secret(&text, "header name");
+}
+
+#[tokio::test]
+async fn range_requests_cannot_read_the_secret_in_slices() {
+    let reflector = Reflector::start().await;
+    let w = mirror_world(&format!("http://{}", reflector.addr)).await;
+    // Slices shorter than the secret, walked across it.
+    for start in (10..40).step_by(5) {
+        let r = w
+            .app
+            .request_as(reqwest::Method::GET, READER, "/mirror/range")
+            .header("range", format!("bytes={start}-{}", start + 5))
+            .header("if-range", "\"x\"")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "the whole document, scrubbed");
+        let text = everything(r).await;
+        assert!(text.contains("token=[redacted] end"), "{text}");
+    }
+    for headers in reflector.seen.lock().expect("lock").iter() {
+        assert!(headers.get("range").is_none(), "Range reached the upstream");
+        assert!(
+            headers.get("if-range").is_none(),
+            "If-Range reached the upstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_content_encoding_header_is_refused_like_a_compressed_body() {
+    let reflector = Reflector::start().await;
+    let w = mirror_world(&format!("http://{}", reflector.addr)).await;
+    let r = w.app.get_as(READER, "/mirror/double-encoding").await;
+    assert_eq!(r.status(), 502);
+    assert_no_form_of_the_secret(&everything(r).await, "double encoding");
+}
+
+/// An upstream that answers every request with `response`, raw, then closes.
+async fn raw_upstream(response: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_gzip_transfer_coding_is_refused_on_a_scrubbing_route() {
+    let addr = raw_upstream(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n10\r\nsk_test_SECRET_7\r\n0\r\n\r\n",
+    )
+    .await;
+    let w = mirror_world(&format!("http://{addr}")).await;
+    let r = w.app.get_as(READER, "/mirror/anything").await;
+    assert_eq!(r.status(), 502);
+}
+
+#[tokio::test]
+async fn client_address_headers_and_the_underscore_spelling_of_the_credential_are_dropped() {
+    let route = format!(
+        r#"  keyed:
+    upstream: "{{UPSTREAM}}"
+    credential: {{ secret: "env:API_SECRET", inject: {{ header: {{ name: "X-Api-Key" }} }} }}
+    allow:
+      - callers: ["{READER}"]
+        methods: ["GET"]
+        paths: ["/**"]
+"#
+    );
+    let w = World::custom(&route, |c| c, &default_env()).await;
+    let r = w
+        .app
+        .request_as(reqwest::Method::GET, READER, "/keyed/v1/items")
+        .header("True-Client-IP", "6.6.6.6")
+        .header("X-Client-IP", "6.6.6.6")
+        .header("CF-Connecting-IP", "6.6.6.6")
+        .header("Fastly-Client-IP", "6.6.6.6")
+        .header("X-Cluster-Client-IP", "6.6.6.6")
+        .header("X-Original-URI", "/admin")
+        // Read as `X-Api-Key` by servers that map `_` to `-` (CGI, PHP, some nginx setups).
+        .header("X_Api_Key", "attacker-chosen")
+        .header("x-api_key", "attacker-chosen")
+        .header("X_Trace_Tag", "kept")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let seen = w.upstream.last().headers;
+    for name in [
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-cluster-client-ip",
+        "x-original-uri",
+        "x_api_key",
+        "x-api_key",
+    ] {
+        assert!(seen.get(name).is_none(), "{name} reached the upstream");
+    }
+    assert_eq!(seen["x-api-key"], SECRET);
+    // Other underscored names pass: only the credential's spelling is dropped.
+    assert_eq!(seen["x_trace_tag"], "kept");
+}
