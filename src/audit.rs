@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::task::{Context, Poll};
 
@@ -22,8 +22,31 @@ use http_body::{Frame, SizeHint};
 use serde::Serialize;
 use tokio::time::Instant;
 
-/// Entries waiting for the writer thread before new ones are dropped.
-const QUEUE: usize = 16 * 1024;
+/// Bytes of entries waiting for the writer thread before new ones are dropped.
+const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// Longest `requestUrl` and `userAgent`, in bytes, the truncation marker included.
+pub const MAX_FIELD_BYTES: usize = 2048;
+/// Longest path quoted in `message` (the URL itself is in `httpRequest`).
+const MAX_MESSAGE_PATH_BYTES: usize = 256;
+/// What ends a value that was cut.
+const TRUNCATED: &str = "...[truncated]";
+/// Minimum time between two "audit queue full" errors.
+const DROP_REPORT_INTERVAL_SECONDS: u64 = 10;
+
+/// `text` cut to at most `max` bytes (on a character boundary), ending in `...[truncated]`
+/// when it was cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max.saturating_sub(TRUNCATED.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(TRUNCATED);
+    text
+}
 
 /// Severity of an entry, as Cloud Logging names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -269,12 +292,19 @@ impl RequestContext {
             Severity::Info
         };
         let decision = if self.allowed { "allow" } else { "deny" };
-        let mut message = String::with_capacity(self.request_url.len() + 48);
+        // The path only, bounded: the whole URL is in httpRequest.requestUrl.
+        let path = self.request_url.split('?').next().unwrap_or_default();
+        let path = if path.len() > MAX_MESSAGE_PATH_BYTES {
+            bounded(path.to_string(), MAX_MESSAGE_PATH_BYTES)
+        } else {
+            path.to_string()
+        };
+        let mut message = String::with_capacity(path.len() + 48);
         message.push_str(decision);
         message.push(' ');
         message.push_str(self.method.as_str());
         message.push(' ');
-        message.push_str(&self.request_url);
+        message.push_str(&path);
         message.push_str(" -> ");
         message.push_str(status.as_str());
         if let Some(reason) = self.reason {
@@ -297,11 +327,14 @@ impl RequestContext {
             time: rfc3339_micros(std::time::SystemTime::now()),
             http_request: HttpRequest {
                 request_method: self.method.as_str().to_string(),
-                request_url: std::mem::take(&mut self.request_url),
+                request_url: bounded(std::mem::take(&mut self.request_url), MAX_FIELD_BYTES),
                 status: status_u16,
                 latency: format!("{}.{:06}s", latency.as_secs(), latency.subsec_micros()),
                 remote_ip: self.remote_ip.take(),
-                user_agent: self.user_agent.take(),
+                user_agent: self
+                    .user_agent
+                    .take()
+                    .map(|ua| bounded(ua, MAX_FIELD_BYTES)),
                 response_size: response_size.to_string(),
             },
             trace,
@@ -394,7 +427,7 @@ enum Msg {
 /// instead of blocking on the channel means a request enqueueing an entry never has to
 /// wake this thread (a futex syscall per request); entries wait at most `IDLE_MAX`.
 #[allow(clippy::disallowed_methods)] // a dedicated OS thread, not the async runtime
-fn write_loop(rx: &mpsc::Receiver<Msg>, out: Box<dyn Write + Send>) {
+fn write_loop(rx: &mpsc::Receiver<Msg>, out: Box<dyn Write + Send>, queued: &AtomicUsize) {
     const IDLE_MIN: std::time::Duration = std::time::Duration::from_millis(1);
     const IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(20);
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
@@ -405,6 +438,7 @@ fn write_loop(rx: &mpsc::Receiver<Msg>, out: Box<dyn Write + Send>) {
             match rx.try_recv() {
                 Ok(Msg::Line(line)) => {
                     let _ = out.write_all(&line);
+                    queued.fetch_sub(line.len(), Ordering::AcqRel);
                     wrote = true;
                 }
                 Ok(Msg::Flush(ack)) => {
@@ -431,10 +465,14 @@ fn write_loop(rx: &mpsc::Receiver<Msg>, out: Box<dyn Write + Send>) {
 /// The writer of audit lines: a bounded queue drained by a dedicated thread.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::SyncSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     config: Arc<AuditConfig>,
     dropped: Arc<AtomicU64>,
-    warned: Arc<AtomicBool>,
+    /// Bytes of entries queued and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// When (seconds since the sink started, plus one) the last drop was reported.
+    reported: Arc<AtomicU64>,
+    started: std::time::Instant,
     /// Set at the drain deadline: requests cut from then on are audited as `shutdown`.
     shutting_down: Arc<AtomicBool>,
 }
@@ -442,15 +480,19 @@ pub struct AuditSink {
 impl AuditSink {
     /// Starts the writer thread over `out` (stdout in production).
     pub fn start(config: AuditConfig, out: Box<dyn Write + Send>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE);
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer_queued = queued.clone();
         std::thread::Builder::new()
             .name("credproxy-audit".to_string())
-            .spawn(move || write_loop(&rx, out))?;
+            .spawn(move || write_loop(&rx, out, &writer_queued))?;
         Ok(AuditSink {
             tx,
             config: Arc::new(config),
             dropped: Arc::default(),
-            warned: Arc::default(),
+            queued,
+            reported: Arc::default(),
+            started: std::time::Instant::now(),
             shutting_down: Arc::default(),
         })
     }
@@ -475,14 +517,30 @@ impl AuditSink {
             return;
         }
         line.push(b'\n');
-        if self.tx.try_send(Msg::Line(line)).is_err() {
+        let len = line.len();
+        let fits = self.queued.fetch_add(len, Ordering::AcqRel) + len <= QUEUE_BYTES;
+        if !fits || self.tx.send(Msg::Line(line)).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             crate::metrics::metrics().audit_dropped.inc();
-            if !self.warned.swap(true, Ordering::Relaxed) {
-                tracing::error!(
-                    "audit queue full: audit entries are being dropped (counted in credproxy_audit_dropped_total)"
-                );
-            }
+            self.report_drop();
+        }
+    }
+
+    /// An ERROR about dropped entries, at most once per 10 s.
+    fn report_drop(&self) {
+        let now = self.started.elapsed().as_secs() + 1;
+        let last = self.reported.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + DROP_REPORT_INTERVAL_SECONDS)
+            && self
+                .reported
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                dropped_total = self.dropped(),
+                "audit queue full (64 MiB waiting for stdout): audit entries are being dropped (counted in credproxy_audit_dropped_total)"
+            );
         }
     }
 
@@ -815,5 +873,56 @@ mod tests {
             project_id: None,
         };
         assert!(cx().entry(StatusCode::OK, 0, &no_project).trace.is_none());
+    }
+
+    /// A writer that never returns until released: stdout stuck behind a full pipe.
+    struct Stuck(std::sync::Arc<std::sync::Barrier>);
+
+    impl std::io::Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.wait();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_drops_are_counted() {
+        let release = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let config = AuditConfig {
+            environment: None,
+            project_id: None,
+        };
+        let sink =
+            AuditSink::start(config.clone(), Box::new(Stuck(release.clone()))).expect("sink");
+        let mut entry = cx().entry(StatusCode::OK, 0, &config);
+        entry.message = "x".repeat(64 * 1024);
+        let mut written = 0usize;
+        while sink.dropped() == 0 {
+            sink.write(&entry);
+            written += 1;
+            assert!(written < 10_000, "nothing was ever dropped");
+        }
+        // About 64 MiB of 64 KiB entries were taken before the first drop.
+        assert!(
+            (1000..=1030).contains(&written),
+            "{written} entries before a drop"
+        );
+        assert!(sink.queued.load(Ordering::Acquire) <= QUEUE_BYTES);
+        sink.write(&entry);
+        assert_eq!(sink.dropped(), 2);
+        drop(release);
+    }
+
+    #[test]
+    fn long_fields_are_cut_with_a_marker_inside_the_limit() {
+        let cut = bounded("a".repeat(5000), MAX_FIELD_BYTES);
+        assert_eq!(cut.len(), MAX_FIELD_BYTES);
+        assert!(cut.ends_with("...[truncated]"));
+        assert_eq!(bounded("short".to_string(), MAX_FIELD_BYTES), "short");
+        let multibyte = bounded("é".repeat(3000), MAX_FIELD_BYTES);
+        assert!(multibyte.len() <= MAX_FIELD_BYTES && multibyte.ends_with("[truncated]"));
     }
 }

@@ -400,3 +400,54 @@ async fn client_address_headers_and_the_underscore_spelling_of_the_credential_ar
     // Other underscored names pass: only the credential's spelling is dropped.
     assert_eq!(seen["x_trace_tag"], "kept");
 }
+
+// ------------------------------------------------------------------------------------------
+// Audit lines sized by credproxy, not by the caller
+
+#[tokio::test]
+async fn audit_entries_stay_bounded_whatever_the_caller_sends() {
+    let w = World::start().await;
+    let query = format!("q={}", "a%22b".repeat(12_000)); // 60 KB, quotes escaped in JSON
+    let agent = "\"agent\"".repeat(2_000);
+    let r = w
+        .app
+        .client
+        .get(w.app.url(&format!("/api/v1/items?{query}")))
+        .header("user-agent", &agent)
+        .header("x-request-id", "huge-unauthenticated")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 401);
+    let _ = w.app.audit_for("huge-unauthenticated").await;
+    let line = w
+        .app
+        .stdout
+        .text()
+        .lines()
+        .find(|l| l.contains("huge-unauthenticated"))
+        .expect("line")
+        .to_string();
+    assert!(
+        line.len() < 16 * 1024,
+        "an audit line of {} bytes",
+        line.len()
+    );
+    let e: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let url = e["httpRequest"]["requestUrl"].as_str().expect("url");
+    assert!(url.len() <= 2048, "{}", url.len());
+    assert!(url.starts_with("/api/v1/items?q=a%22b"), "{url}");
+    assert!(url.ends_with("...[truncated]"), "{url}");
+    let ua = e["httpRequest"]["userAgent"].as_str().expect("ua");
+    assert!(
+        ua.len() <= 2048 && ua.ends_with("...[truncated]"),
+        "{}",
+        ua.len()
+    );
+    let message = e["message"].as_str().expect("message");
+    assert!(
+        !message.contains("q=a%22b"),
+        "the message repeats the URL: {message}"
+    );
+    assert!(message.contains("/api/v1/items"), "{message}");
+}
