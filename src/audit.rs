@@ -472,7 +472,7 @@ pub struct AuditSink {
     queued: Arc<AtomicUsize>,
     /// When (seconds since the sink started, plus one) the last drop was reported.
     reported: Arc<AtomicU64>,
-    started: std::time::Instant,
+    started: Instant,
     /// Set at the drain deadline: requests cut from then on are audited as `shutdown`.
     shutting_down: Arc<AtomicBool>,
 }
@@ -492,7 +492,7 @@ impl AuditSink {
             dropped: Arc::default(),
             queued,
             reported: Arc::default(),
-            started: std::time::Instant::now(),
+            started: Instant::now(),
             shutting_down: Arc::default(),
         })
     }

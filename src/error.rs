@@ -17,6 +17,22 @@ pub enum ProxyError {
     /// 400: malformed or non-normalised path.
     #[error("{0}")]
     BadRequest(String),
+    /// 400: the caller's body broke off or is not validly framed.
+    #[error("{0}")]
+    BadRequestBody(String),
+    /// 400: a header the caller sent cannot be used (signing covers it).
+    #[error("{0}")]
+    BadRequestHeader(String),
+    /// 400: a form body carries a `_method` override.
+    #[error("a `_method` parameter in a form body is not accepted: send the real method")]
+    MethodOverride,
+    /// 408: the request body paused longer than `body_idle_timeout_seconds`, or a body held
+    /// in memory did not complete within `timeout_seconds`.
+    #[error("the request body stalled: send it without pauses")]
+    RequestTimeout,
+    /// 429: the caller has `max_in_flight_per_caller` requests in flight already.
+    #[error("this caller already has {0} requests in flight; retry after a moment")]
+    CallerConcurrency(usize),
     /// 401: token missing or rejected.
     #[error("{0}")]
     Unauthenticated(#[from] AuthError),
@@ -65,7 +81,10 @@ impl From<SecretError> for ProxyError {
 
 impl From<InjectError> for ProxyError {
     fn from(e: InjectError) -> Self {
-        ProxyError::CredentialUnavailable(CredentialError::Inject(e))
+        match e {
+            InjectError::CallerHeader { .. } => ProxyError::BadRequestHeader(e.to_string()),
+            e => ProxyError::CredentialUnavailable(CredentialError::Inject(e)),
+        }
     }
 }
 
@@ -88,12 +107,18 @@ impl ProxyError {
     /// HTTP status, per the SPEC's table.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_)
+            | ProxyError::BadRequestBody(_)
+            | ProxyError::BadRequestHeader(_)
+            | ProxyError::MethodOverride => StatusCode::BAD_REQUEST,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::UnknownRoute(_) | ProxyError::NotFound => StatusCode::NOT_FOUND,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::RateLimited(_) | ProxyError::CallerConcurrency(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ProxyError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             ProxyError::CredentialUnavailable(_) | ProxyError::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -105,13 +130,17 @@ impl ProxyError {
     /// The JSON `error` code, per the SPEC's table.
     pub fn code(&self) -> &'static str {
         match self {
-            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadRequest(_)
+            | ProxyError::BadRequestBody(_)
+            | ProxyError::BadRequestHeader(_)
+            | ProxyError::MethodOverride => "bad_request",
+            ProxyError::RequestTimeout => "request_timeout",
             ProxyError::Unauthenticated(_) => "unauthenticated",
             ProxyError::Forbidden { .. } => "forbidden",
             ProxyError::UnknownRoute(_) => "unknown_route",
             ProxyError::NotFound => "not_found",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
-            ProxyError::RateLimited(_) => "rate_limited",
+            ProxyError::RateLimited(_) | ProxyError::CallerConcurrency(_) => "rate_limited",
             ProxyError::UpstreamUnreachable => "upstream_unreachable",
             ProxyError::CredentialUnavailable(_) => "credential_unavailable",
             ProxyError::Overloaded => "overloaded",
@@ -128,6 +157,10 @@ impl ProxyError {
                 ..
             })) => code,
             ProxyError::Forbidden { reason, .. } => reason,
+            ProxyError::BadRequestBody(_) => "bad_request_body",
+            ProxyError::BadRequestHeader(_) => "bad_request_header",
+            ProxyError::MethodOverride => "method_override",
+            ProxyError::CallerConcurrency(_) => "caller_concurrency",
             ProxyError::RateLimited(l) => match l.scope {
                 crate::limit::LimitScope::Caller => "rate_limited",
                 crate::limit::LimitScope::Route => "route_rate_limited",
@@ -152,7 +185,7 @@ impl ProxyError {
             ProxyError::Unauthenticated(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ProxyError::Overloaded => {
+            ProxyError::Overloaded | ProxyError::CallerConcurrency(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ProxyError::RateLimited(l) => {

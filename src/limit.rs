@@ -52,6 +52,8 @@
 //! for routes whose quota is tight. Per-caller limits are sized the same way: they bound one
 //! pipeline's share per instance.
 
+pub mod concurrency;
+
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;

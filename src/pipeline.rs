@@ -21,6 +21,7 @@ use crate::error::ProxyError;
 use crate::headers::{client_address, request_id};
 use crate::identity::Caller;
 use crate::inject::oauth2::Minted;
+use crate::limit::concurrency::Slot;
 use crate::policy::{self, Attempt, Target};
 use crate::proxy::{self, OutBody, rewrite::Rewrite};
 use crate::state::{App, RouteRuntime, ServingThread};
@@ -54,7 +55,10 @@ pub async fn handle(
     // From here on the request is audited, whatever happens to this future.
     let mut cx = AuditGuard::new(cx, &app.audit);
     let count = app.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-    let slot = InFlight(app.in_flight.clone());
+    let mut holds = Holds {
+        _in_flight: InFlight(app.in_flight.clone()),
+        caller: None,
+    };
     crate::metrics::metrics().in_flight.inc();
     let path = request.uri().path();
     let result = if count > app.config.server.max_in_flight {
@@ -64,7 +68,7 @@ pub async fn handle(
     } else if path.starts_with("/_credproxy/") || path == "/_credproxy" {
         Err(ProxyError::NotFound)
     } else {
-        pipeline(app, &mut cx, thread, request).await
+        pipeline(app, &mut cx, thread, request, &mut holds).await
     };
     let response = match result {
         Ok(response) => response,
@@ -91,7 +95,7 @@ pub async fn handle(
         route_metrics.overhead.observe(total.as_secs_f64());
     }
     let scrubbed = route_metrics.scrubbed.clone();
-    Observed::wrap(response, cx, Box::new(slot), Some(scrubbed))
+    Observed::wrap(response, cx, Box::new(holds), Some(scrubbed))
 }
 
 /// The stage table of `lib.rs`, in order.
@@ -100,6 +104,7 @@ pub async fn pipeline(
     cx: &mut RequestContext,
     thread: Option<ServingThread>,
     request: Request,
+    holds: &mut Holds,
 ) -> Result<Response, ProxyError> {
     let (parts, body) = request.into_parts();
     // Even an unauthenticated probe of a decoy route raises the alert.
@@ -108,12 +113,13 @@ pub async fn pipeline(
     let caller = authenticate(app, cx, &parts).await?;
     let (route, target) = route(app, cx, &parts)?;
     authorize(app, cx, route, &caller, &parts, &target)?;
-    limit(route, &caller)?;
+    holds.caller = Some(limit(app, route, &caller)?);
     let (mut resolved, mut minted) = resolve(route, cx).await?;
     let body = proxy::rewrite::body_plan(
         &route.spec,
         route.credential.retries_on_401(),
         &app.body_budget,
+        app.config.server.body_idle_timeout,
         body,
     )
     .await?;
@@ -122,7 +128,13 @@ pub async fn pipeline(
     let client = upstream_client(app, route, thread)?;
 
     let sent = tokio::time::Instant::now();
-    let outgoing = rewrite.outgoing(&resolved, minted.as_ref(), body.body, &cx.request_id)?;
+    let outgoing = rewrite.outgoing(
+        &resolved,
+        minted.as_ref(),
+        body.body,
+        &body.fault,
+        &cx.request_id,
+    )?;
     let mut response = forward(&client, route, cx, outgoing, &resolved, minted.as_ref()).await?;
     // One replay after a 401, with a rotated secret or a fresh token, when the body was held.
     if response.status() == StatusCode::UNAUTHORIZED
@@ -141,6 +153,7 @@ pub async fn pipeline(
             &resolved,
             minted.as_ref(),
             OutBody::Full(replay),
+            &body.fault,
             &cx.request_id,
         )?;
         response = forward(&client, route, cx, outgoing, &resolved, minted.as_ref()).await?;
@@ -211,10 +224,15 @@ fn authorize(
     Ok(())
 }
 
-/// limit: per caller and per route, before the store or the upstream is contacted (429).
-fn limit(route: &RouteRuntime, caller: &Caller) -> Result<(), ProxyError> {
+/// limit: the caller's requests in flight, then its rate and the route's, before the store
+/// or the upstream is contacted (429). The slot is held until the response is over.
+fn limit(app: &App, route: &RouteRuntime, caller: &Caller) -> Result<Slot, ProxyError> {
+    let slot = app
+        .concurrency
+        .acquire(&caller.email)
+        .map_err(ProxyError::CallerConcurrency)?;
     let Err(limited) = route.limits.check(&caller.email) else {
-        return Ok(());
+        return Ok(slot);
     };
     let scope = match limited.scope {
         crate::limit::LimitScope::Caller => "caller",
@@ -277,6 +295,12 @@ async fn forward(
         &cx.scrubbed,
     )
     .await
+}
+
+/// What a request holds until its response body is over.
+pub struct Holds {
+    _in_flight: InFlight,
+    caller: Option<Slot>,
 }
 
 /// Holds one in-flight slot until the response body is over.

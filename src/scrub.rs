@@ -5,8 +5,9 @@
 //! header values and in the streamed body, also when a match is split across chunks; a
 //! response header whose *name* holds one is dropped.
 //!
-//! The body scrubber holds back at most `longest needle - 1` bytes between chunks, so it
-//! streams with a bounded buffer. Values shorter than [`MIN_SCRUB_LEN`] bytes are not
+//! The body scrubber holds back, between chunks, only a tail that could still grow into a
+//! match (at most `longest needle - 1` bytes), so it streams with a bounded buffer and
+//! passes ordinary text on at once. Values shorter than [`MIN_SCRUB_LEN`] bytes are not
 //! scrubbed: replacing every occurrence of a 3-byte value would corrupt ordinary responses.
 
 use std::fmt;
@@ -32,6 +33,9 @@ pub struct Needles {
     /// The same patterns, ASCII case-insensitive, for header names (which hyper lower-cases).
     names: AhoCorasick,
     max_len: usize,
+    /// Every proper prefix of every pattern: the body scrubber holds back only a tail that
+    /// could still grow into a match, not a fixed `max_len - 1` bytes.
+    prefixes: std::collections::HashSet<Box<[u8]>, foldhash::fast::RandomState>,
 }
 
 impl fmt::Debug for Needles {
@@ -59,10 +63,15 @@ impl Needles {
                 .build(&patterns)
                 .ok()
         };
+        let prefixes = patterns
+            .iter()
+            .flat_map(|p| (1..p.len()).map(|n| Box::from(&p[..n])))
+            .collect();
         Some(Needles {
             matcher: build(false)?,
             names: build(true)?,
             max_len,
+            prefixes,
         })
     }
 
@@ -75,6 +84,14 @@ impl Needles {
             .collect();
         let refs: Vec<&[u8]> = all.iter().map(Vec::as_slice).collect();
         Self::new(&refs)
+    }
+
+    /// The length of the longest tail of `buf` that could be the start of a match.
+    fn open_tail(&self, buf: &[u8]) -> usize {
+        (1..self.max_len.min(buf.len() + 1))
+            .rev()
+            .find(|&n| self.prefixes.contains(&buf[buf.len() - n..]))
+            .unwrap_or(0)
     }
 
     /// Whether a response header name holds a needle (any case): such a header is dropped.
@@ -243,7 +260,7 @@ impl<S> ScrubStream<S> {
     fn scrub(&mut self, chunk: &[u8]) -> Bytes {
         self.carry.extend_from_slice(chunk);
         let buf = &self.carry[..];
-        let safe = buf.len().saturating_sub(self.needles.max_len - 1);
+        let safe = buf.len() - self.needles.open_tail(buf);
         let mut out = BytesMut::with_capacity(buf.len());
         let mut pos = 0;
         let mut count = 0;
@@ -475,5 +492,23 @@ mod tests {
         let name = http::HeaderName::from_static("x-tok3nvalue99-echo");
         assert!(needles.in_header_name(&name));
         assert!(!needles.in_header_name(&http::HeaderName::from_static("x-other")));
+    }
+
+    #[tokio::test]
+    async fn text_that_cannot_start_a_match_is_passed_on_at_once() {
+        let needles = Arc::new(Needles::for_secrets(&[SECRET.as_bytes()]).expect("needles"));
+        let count = Arc::new(AtomicU64::new(0));
+        let mut s = ScrubStream::new(
+            futures_util::stream::iter(vec![
+                Ok(Bytes::from_static(b"chunk0;")),
+                Ok(Bytes::from_static(b"ends in sk_li")),
+            ]),
+            needles,
+            count,
+        );
+        assert_eq!(s.next().await.expect("first").expect("ok"), "chunk0;");
+        // "sk_li" could begin the secret: held back until the body ends.
+        assert_eq!(s.next().await.expect("second").expect("ok"), "ends in ");
+        assert_eq!(s.next().await.expect("tail").expect("ok"), "sk_li");
     }
 }

@@ -17,7 +17,7 @@ use crate::upstream::upstream_client;
 
 /// Request bodies held whole in memory (for signing) across all requests, at most: beyond
 /// it, requests that need one get 503 `overloaded` instead of exhausting memory.
-pub const BODY_BUDGET_KIB: usize = 128 * 1024;
+pub const BODY_BUDGET_KIB: usize = (crate::config::BODY_BUDGET_BYTES / 1024) as usize;
 
 /// How long SIGTERM waits for in-flight requests by default (Cloud Run kills after 10 s).
 pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
@@ -59,6 +59,8 @@ pub struct App {
     clients: Vec<crate::upstream::UpstreamClient>,
     /// Where audit entries go.
     pub audit: AuditSink,
+    /// Requests in flight per caller (`server.max_in_flight_per_caller`).
+    pub concurrency: Arc<crate::limit::concurrency::Concurrency>,
     /// How long SIGTERM waits for in-flight requests before cutting them.
     pub drain_timeout: std::time::Duration,
     pub(crate) in_flight: Arc<AtomicUsize>,
@@ -129,6 +131,8 @@ impl App {
             .chain((1..threads).map(|_| upstream_client()))
             .collect::<Result<_, _>>()
             .map_err(crate::StartError::UpstreamClient)?;
+        let concurrency =
+            crate::limit::concurrency::Concurrency::new(config.server.max_in_flight_per_caller);
         Ok(App {
             client,
             clients,
@@ -137,6 +141,7 @@ impl App {
             secrets,
             config,
             audit,
+            concurrency,
             drain_timeout: DRAIN_TIMEOUT,
             in_flight: Arc::new(AtomicUsize::new(0)),
             body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),

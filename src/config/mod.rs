@@ -37,6 +37,10 @@ use crate::secrets::reference::SecretRef;
 
 pub use load::{config_path, load_file, parse};
 
+/// Request bodies held whole in memory (for signing) across all requests, at most: beyond
+/// it, requests that need one get 503 `overloaded` instead of exhausting memory.
+pub const BODY_BUDGET_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Default path of the configuration file when neither `--config` nor `$CREDPROXY_CONFIG` is set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/credproxy/config.yaml";
 /// Google's JWKS for ID tokens.
@@ -138,8 +142,12 @@ pub struct Config {
 pub struct ServerSettings {
     /// More concurrent requests are answered 503 `overloaded`.
     pub max_in_flight: usize,
+    /// More concurrent requests of one caller are answered 429 (`caller_concurrency`).
+    pub max_in_flight_per_caller: usize,
     /// Slow or endless request headers are cut off after this.
     pub header_read_timeout: Duration,
+    /// A request body pausing longer than this between bytes gets 408.
+    pub body_idle_timeout: Duration,
     /// `X-Forwarded-For` entries to trust for the client address.
     pub trusted_proxy_hops: usize,
 }

@@ -44,7 +44,9 @@ pub(super) struct RawEvents {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawServer {
     pub(super) max_in_flight: Option<i64>,
+    pub(super) max_in_flight_per_caller: Option<i64>,
     pub(super) header_read_timeout_seconds: Option<i64>,
+    pub(super) body_idle_timeout_seconds: Option<i64>,
     pub(super) trusted_proxy_hops: Option<i64>,
 }
 

@@ -187,6 +187,19 @@ impl Validator<'_> {
                 0
             }
         };
+        if let Some(c) = &credential
+            && c.inject.needs_body()
+            && max_body_bytes > BODY_BUDGET_BYTES
+        {
+            self.error(
+                &format!("{p}.max_body_bytes"),
+                format!(
+                    "{max_body_bytes} bytes is over the {} MiB credproxy holds in memory for all signed bodies together: this route signs its body, so it must be held whole; use at most {BODY_BUDGET_BYTES}",
+                    BODY_BUDGET_BYTES / (1024 * 1024)
+                ),
+            );
+            ok = false;
+        }
         if !ok {
             return None;
         }

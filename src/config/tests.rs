@@ -400,3 +400,40 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_signing_route_may_not_hold_more_than_the_body_budget() {
+    let signing = MINIMAL.replace(
+        "        header: { name: \"Authorization\", format: \"Bearer {secret}\" }",
+        "        hmac: { preset: github_sha256 }",
+    );
+    let over = signing.replace("    allow:", "    max_body_bytes: 134217729\n    allow:");
+    let err = parse(&over, &no_env).expect_err("over the budget");
+    assert_eq!(err.0[0].path, "routes.stripe.max_body_bytes");
+    assert!(err.0[0].message.contains("128 MiB"), "{}", err.0[0]);
+    let at = signing.replace("    allow:", "    max_body_bytes: 134217728\n    allow:");
+    assert!(parse(&at, &no_env).is_ok());
+    // A streaming route may take larger bodies: they are never held.
+    let streaming = MINIMAL.replace("    allow:", "    max_body_bytes: 1073741824\n    allow:");
+    assert!(parse(&streaming, &no_env).is_ok());
+}
+
+#[test]
+fn server_limits_for_bodies_and_callers_have_defaults_and_are_checked() {
+    let (c, _) = parse(MINIMAL, &no_env).expect("valid");
+    assert_eq!(c.server.body_idle_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.max_in_flight_per_caller, 100);
+    let text = format!(
+        "server:\n  body_idle_timeout_seconds: 0\n  max_in_flight_per_caller: 0\n{MINIMAL}"
+    );
+    let err = parse(&text, &no_env).expect_err("invalid");
+    let paths: Vec<_> = err.0.iter().map(|p| p.path.as_str()).collect();
+    assert!(
+        paths.contains(&"server.body_idle_timeout_seconds"),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"server.max_in_flight_per_caller"),
+        "{paths:?}"
+    );
+}

@@ -207,6 +207,17 @@ impl Validator<'_> {
                 1000
             }
         };
+        let max_in_flight_per_caller = match raw.max_in_flight_per_caller {
+            None => 100,
+            Some(v) if v > 0 => v as usize,
+            Some(v) => {
+                self.error(
+                    "server.max_in_flight_per_caller",
+                    format!("must be at least 1, got {v}"),
+                );
+                100
+            }
+        };
         let trusted_proxy_hops = match raw.trusted_proxy_hops {
             None => 0,
             Some(v) if (0..=10).contains(&v) => v as usize,
@@ -220,9 +231,15 @@ impl Validator<'_> {
         };
         ServerSettings {
             max_in_flight,
+            max_in_flight_per_caller,
             header_read_timeout: self.seconds(
                 "server.header_read_timeout_seconds",
                 raw.header_read_timeout_seconds,
+                10,
+            ),
+            body_idle_timeout: self.seconds(
+                "server.body_idle_timeout_seconds",
+                raw.body_idle_timeout_seconds,
                 10,
             ),
             trusted_proxy_hops,

@@ -425,7 +425,19 @@ pub fn apply(
     credentials: &AwsCredentials,
     request: Signable<'_>,
     now: SystemTime,
-) -> Result<(), String> {
+) -> Result<(), super::SignFailure> {
+    use super::SignFailure::{Caller, Credential};
+    // A signed header the caller sent with a value that is not visible ASCII is the
+    // caller's fault (400), not the credential's.
+    if let Some((name, _)) = request
+        .headers
+        .iter()
+        .find(|(name, value)| sigv4_signs(name) && value.to_str().is_err())
+    {
+        return Err(Caller(format!(
+            "header `{name}` is signed but its value is not visible ASCII"
+        )));
+    }
     if !request.body.is_empty() {
         request.headers.insert(
             http::header::CONTENT_LENGTH,
@@ -433,21 +445,21 @@ pub fn apply(
         );
     }
     let url = url::Url::parse(&request.uri.to_string())
-        .map_err(|err| format!("the upstream URL does not parse: {err}"))?;
+        .map_err(|err| Credential(format!("the upstream URL does not parse: {err}")))?;
     let signing = SigV4Request {
         method: request.method.as_str(),
         url: &url,
         headers: request.headers,
         payload: SigV4Payload::Bytes(request.body),
     };
-    let headers = sigv4_sign(spec, credentials, &signing, now)?;
+    let headers = sigv4_sign(spec, credentials, &signing, now).map_err(Credential)?;
     for (name, value) in headers {
         request.headers.insert(name, value);
     }
     // Send exactly the target that was signed: the URL form percent-encodes a few
     // characters (`"`, `{`, `}`, `'`) the raw URI keeps.
     *request.uri = http::Uri::try_from(url.as_str())
-        .map_err(|_| "the signed URL is not a valid URI".to_string())?;
+        .map_err(|_| Credential("the signed URL is not a valid URI".to_string()))?;
     Ok(())
 }
 

@@ -286,6 +286,13 @@ pub enum InjectError {
         /// Why.
         detail: String,
     },
+    /// The caller sent a header that the signature covers with a value it cannot use: the
+    /// caller's fault.
+    #[error("the request cannot be signed: {detail}")]
+    CallerHeader {
+        /// Which header, never its value.
+        detail: String,
+    },
     /// The OAuth2 token endpoint did not give an access token.
     #[error("route credential {resource}: no OAuth2 access token: {message}")]
     OAuth2 {
@@ -451,6 +458,15 @@ pub struct Signable<'a> {
     pub body: &'a [u8],
 }
 
+/// Why a request could not be signed.
+#[derive(Debug)]
+pub enum SignFailure {
+    /// Something the caller sent (400).
+    Caller(String),
+    /// The credential or the signer (503).
+    Credential(String),
+}
+
 /// Signs the request for `hmac` and `aws_sigv4` routes; other kinds are untouched.
 pub fn sign(
     spec: &CredentialSpec,
@@ -467,7 +483,10 @@ pub fn sign(
             hmac::apply(hmac_spec, key.expose_secret(), request, now).map_err(failed)
         }
         (Injection::AwsSigV4(aws_spec), Prepared::AwsSigV4 { credentials }) => {
-            aws_sigv4::apply(aws_spec, credentials, request, now).map_err(failed)
+            aws_sigv4::apply(aws_spec, credentials, request, now).map_err(|f| match f {
+                SignFailure::Caller(detail) => InjectError::CallerHeader { detail },
+                SignFailure::Credential(detail) => failed(detail),
+            })
         }
         _ => Ok(()),
     }

@@ -38,6 +38,7 @@ pub async fn forward(
         mut headers,
         caller_sent_length,
         body,
+        fault,
     } = outgoing;
     // The framing hyper decoded (chunked wins over Content-Length), not the caller's header.
     let declared = match &body {
@@ -77,6 +78,11 @@ pub async fn forward(
                 return Err(ProxyError::BodyTooLarge {
                     limit: route.max_body_bytes,
                 });
+            }
+            // The caller's body failed on the way: its doing, not the upstream's.
+            if let Some(caller_fault) = fault.error() {
+                tracing::info!(route = %route.name, error = %error_chain(&err), "the caller's request body failed");
+                return Err(caller_fault);
             }
             // hyper's errors name no URL (which may carry an injected query credential).
             tracing::warn!(route = %route.name, error = %error_chain(&err), "upstream request failed");

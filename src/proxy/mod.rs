@@ -9,6 +9,7 @@
 //! added last, so nothing can override it. Bodies stream both ways; a request body over the
 //! route's limit aborts the upstream request.
 
+pub mod body;
 pub mod forward;
 pub mod rewrite;
 
@@ -28,6 +29,8 @@ pub struct Outgoing {
     pub caller_sent_length: bool,
     /// The caller's body.
     pub body: OutBody,
+    /// What went wrong with the caller's body, if anything (a streamed body fails late).
+    pub fault: body::Fault,
 }
 
 /// A request body on its way upstream.

@@ -11,6 +11,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, header};
 use percent_encoding::percent_decode_str;
 
+use super::body::{CallerBody, Fault};
 use super::{OutBody, Outgoing, REPLAY_LIMIT};
 use crate::config::RouteSpec;
 use crate::credential::Resolved;
@@ -28,6 +29,8 @@ pub struct BodyPlan {
     pub replay: Option<Bytes>,
     /// The share of the body budget a held body takes.
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// What went wrong with the caller's body (read late when it streams).
+    pub fault: Fault,
 }
 
 /// How the body goes upstream: held whole (up to `max_body_bytes`, within the shared
@@ -37,9 +40,17 @@ pub async fn body_plan(
     route: &RouteSpec,
     replays: bool,
     budget: &Arc<tokio::sync::Semaphore>,
+    idle: std::time::Duration,
     body: Body,
 ) -> Result<BodyPlan, ProxyError> {
     let mut permit = None;
+    let fault = Fault::default();
+    // Nothing to watch on a request without a body (every GET): no wrapper, no timer.
+    let body = if http_body::Body::is_end_stream(&body) {
+        body
+    } else {
+        CallerBody::wrap(body, idle, fault.clone())
+    };
     let body = if route.credential.inject.needs_body() {
         let expected = http_body::Body::size_hint(&body)
             .exact()
@@ -52,9 +63,9 @@ pub async fn body_plan(
                 .try_acquire_many_owned(kib)
                 .map_err(|_| ProxyError::Overloaded)?,
         );
-        buffered(body, route.max_body_bytes).await?
+        held(route, &fault, buffered(body, route.max_body_bytes)).await?
     } else if replays {
-        replayable(body, route.max_body_bytes).await?
+        held(route, &fault, replayable(body, route.max_body_bytes)).await?
     } else {
         OutBody::Stream(body)
     };
@@ -66,7 +77,21 @@ pub async fn body_plan(
         body,
         replay,
         permit,
+        fault,
     })
+}
+
+/// A body being held in memory: it must arrive within the route's `timeout_seconds`, and a
+/// failure of the caller's body is the caller's fault (408 or 400).
+async fn held(
+    route: &RouteSpec,
+    fault: &Fault,
+    reading: impl std::future::Future<Output = Result<OutBody, ProxyError>>,
+) -> Result<OutBody, ProxyError> {
+    match tokio::time::timeout(route.timeout, reading).await {
+        Err(_) => Err(ProxyError::RequestTimeout),
+        Ok(result) => result.map_err(|err| fault.error().unwrap_or(err)),
+    }
 }
 
 /// What the upstream request is made of, computed once so a replay rebuilds it with another
@@ -107,6 +132,7 @@ impl<'a> Rewrite<'a> {
         resolved: &Resolved,
         minted: Option<&Minted>,
         body: OutBody,
+        fault: &Fault,
         request_id: &HeaderValue,
     ) -> Result<Outgoing, ProxyError> {
         let mut out = Outgoing {
@@ -115,6 +141,7 @@ impl<'a> Rewrite<'a> {
             headers: upstream_headers(&self.parts.headers, self.route, resolved, request_id),
             caller_sent_length: self.parts.headers.contains_key(header::CONTENT_LENGTH),
             body,
+            fault: fault.clone(),
         };
         if let Some(minted) = minted {
             minted.apply(&mut out.headers);
@@ -296,7 +323,7 @@ pub async fn buffered(body: Body, max_body_bytes: u64) -> Result<OutBody, ProxyE
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ProxyError::BodyTooLarge {
             limit: max_body_bytes,
         }),
-        Err(_) => Err(ProxyError::BadRequest(
+        Err(_) => Err(ProxyError::BadRequestBody(
             "the request body could not be read".to_string(),
         )),
     }
@@ -334,7 +361,7 @@ pub async fn replayable(body: Body, max_body_bytes: u64) -> Result<OutBody, Prox
                 .collect()
                 .await
                 .map_err(|_| {
-                    ProxyError::BadRequest("the request body could not be read".to_string())
+                    ProxyError::BadRequestBody("the request body could not be read".to_string())
                 })?
                 .to_bytes();
             Ok(OutBody::Full(bytes))

@@ -160,6 +160,7 @@ fn aws_sigv4_sends_exactly_the_target_it_signed() {
         headers: HeaderMap::new(),
         caller_sent_length: false,
         body: OutBody::Full(Bytes::new()),
+        fault: Default::default(),
     };
     sign(&route, &resolved, &mut out).expect("sign");
     assert!(out.headers.contains_key(header::AUTHORIZATION));

@@ -451,3 +451,225 @@ async fn audit_entries_stay_bounded_whatever_the_caller_sends() {
     );
     assert!(message.contains("/api/v1/items"), "{message}");
 }
+
+// ------------------------------------------------------------------------------------------
+// Slow bodies, one caller against the rest, the caller's own faults
+
+const AWS_CREDENTIALS: &str = r#"{"access_key_id": "AKIDEXAMPLE", "secret_access_key": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"}"#;
+
+fn body_routes() -> String {
+    format!(
+        r#"  upload:
+    upstream: "{{UPSTREAM}}"
+    credential: {{ secret: "env:API_SECRET", inject: {{ header: {{ name: "X-Key" }} }} }}
+    timeout_seconds: 30
+    allow:
+      - callers: ["{READER}", "{WRITER}"]
+        methods: ["POST"]
+        paths: ["/**"]
+  hooks:
+    upstream: "{{UPSTREAM}}"
+    credential: {{ secret: "env:API_SECRET", inject: {{ hmac: {{ preset: github_sha256 }} }} }}
+    timeout_seconds: 3
+    allow:
+      - callers: ["{READER}"]
+        methods: ["POST"]
+        paths: ["/**"]
+  aws:
+    upstream: "{{UPSTREAM}}"
+    credential: {{ secret: "env:AWS_CREDENTIALS", inject: {{ aws_sigv4: {{ service: "execute-api", region: "eu-west-1" }} }} }}
+    allow:
+      - callers: ["{READER}"]
+        methods: ["POST"]
+        paths: ["/**"]
+"#
+    )
+}
+
+async fn body_world() -> World {
+    let mut env = default_env();
+    env.push(("AWS_CREDENTIALS".to_string(), AWS_CREDENTIALS.to_string()));
+    let mut w = World::custom(
+        &body_routes(),
+        |config| {
+            config.replace(
+                "server:\n",
+                "server:\n  body_idle_timeout_seconds: 1\n  max_in_flight_per_caller: 3\n",
+            )
+        },
+        &env,
+    )
+    .await;
+    w.app.forbidden.push("wJalrXUtnFEMI/K7MDENG".to_string());
+    w
+}
+
+/// A connection that has sent the request head and `first` and then keeps quiet.
+async fn stalled_upload(
+    w: &World,
+    caller: &str,
+    path: &str,
+    extra_headers: &str,
+    first: &str,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(w.app.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\n{extra_headers}\r\n{first}",
+        w.keys.token(caller)
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream
+}
+
+/// The response head on `stream`, within `within`.
+async fn response_head(stream: &mut tokio::net::TcpStream, within: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(within, async {
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn request_id_of(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_body_that_pauses_is_cut_with_408_streamed_or_held() {
+    let w = body_world().await;
+    for path in ["/upload/v1/items", "/hooks/v1/events"] {
+        let mut stream = stalled_upload(&w, READER, path, "", "5\r\nhello\r\n").await;
+        let head = response_head(&mut stream, Duration::from_secs(5)).await;
+        assert!(head.starts_with("HTTP/1.1 408"), "{path}: {head}");
+        let e = w.app.audit_for(&request_id_of(&head)).await;
+        assert_eq!(e["reason"], "request_timeout", "{e}");
+        assert_eq!(e["severity"], "WARNING", "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_held_body_must_arrive_within_the_route_timeout_even_when_it_keeps_trickling() {
+    use tokio::io::AsyncWriteExt;
+    let w = body_world().await;
+    let mut stream = stalled_upload(&w, READER, "/hooks/v1/events", "", "1\r\na\r\n").await;
+    // A byte every 400 ms never trips the 1 s idle limit; the route's 3 s timeout cuts it.
+    let started = tokio::time::Instant::now();
+    let head = loop {
+        tokio::select! {
+            head = response_head(&mut stream, Duration::from_millis(400)) => {
+                if !head.is_empty() { break head; }
+            }
+        }
+        if stream.write_all(b"1\r\na\r\n").await.is_err() {
+            break response_head(&mut stream, Duration::from_secs(1)).await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut");
+    };
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn one_caller_cannot_take_every_slot_from_the_others() {
+    let w = body_world().await;
+    // Three trickling uploads: the caller's whole allowance.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(stalled_upload(&w, WRITER, "/upload/v1/items", "", "1\r\na\r\n").await);
+    }
+    for _ in 0..200 {
+        if w.upstream.started() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A fourth from the same caller: 429, at once.
+    let r = w
+        .app
+        .request_as(reqwest::Method::POST, WRITER, "/upload/v1/items")
+        .body("x")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let id = r.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(error_body(r).await["error"], "rate_limited");
+    assert_eq!(w.app.audit_for(&id).await["reason"], "caller_concurrency");
+    // Every other caller is served as usual meanwhile.
+    for _ in 0..5 {
+        let r = w
+            .app
+            .request_as(reqwest::Method::POST, READER, "/upload/v1/items")
+            .body("fine")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200);
+    }
+    drop(held);
+}
+
+#[tokio::test]
+async fn broken_chunked_framing_is_the_callers_fault_not_an_outage() {
+    let w = body_world().await;
+    let mut stream =
+        stalled_upload(&w, READER, "/upload/v1/items", "", "5\r\nhello\r\nZZ\r\n").await;
+    let head = response_head(&mut stream, Duration::from_secs(5)).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let e = w.app.audit_for(&request_id_of(&head)).await;
+    assert_eq!(e["reason"], "bad_request_body", "{e}");
+    assert_eq!(e["severity"], "WARNING", "{e}");
+}
+
+#[tokio::test]
+async fn a_header_signing_cannot_use_is_400_and_names_no_secret() {
+    let w = body_world().await;
+    let r = w
+        .app
+        .request_as(reqwest::Method::POST, READER, "/aws/v1/items")
+        .header(
+            "content-type",
+            http::HeaderValue::from_bytes(b"text/pl\xe9in").expect("obs-text"),
+        )
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 400);
+    let id = r.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let body = error_body(r).await;
+    assert_eq!(body["error"], "bad_request");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("content-type"), "{message}");
+    assert!(!message.contains("AWS_CREDENTIALS"), "{message}");
+    let e = w.app.audit_for(&id).await;
+    assert_eq!(e["reason"], "bad_request_header", "{e}");
+    assert_eq!(e["severity"], "WARNING", "{e}");
+    assert_eq!(w.upstream.started(), 0);
+}
