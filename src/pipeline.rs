@@ -117,6 +117,7 @@ pub async fn pipeline(
     let (mut resolved, mut minted) = resolve(route, cx).await?;
     let body = proxy::rewrite::body_plan(
         &route.spec,
+        &parts.headers,
         route.credential.retries_on_401(),
         &app.body_budget,
         app.config.server.body_idle_timeout,

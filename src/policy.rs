@@ -36,6 +36,10 @@ pub enum PathError {
     /// A `%` not followed by two hex digits.
     #[error("the path has a `%` that is not followed by two hex digits")]
     BadEscape,
+    /// `%25` followed by two hex digits: a double-encoded byte, which an upstream that
+    /// decodes twice would read as something policy never judged (`%252e%252e` is `..`).
+    #[error("the path has a double-encoded byte (`%25` followed by two hex digits)")]
+    DoubleEncoded,
     /// A percent-encoding that does not decode to UTF-8.
     #[error("the path does not decode to UTF-8")]
     NotUtf8,
@@ -160,6 +164,14 @@ fn decode_segment(seg: &str) -> Result<Cow<'_, str>, PathError> {
                     && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
             {
                 return Err(PathError::BadEscape);
+            }
+            if *b == b'%'
+                && bytes.get(i + 1) == Some(&b'2')
+                && bytes.get(i + 2) == Some(&b'5')
+                && bytes.get(i + 3).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 4).is_some_and(u8::is_ascii_hexdigit)
+            {
+                return Err(PathError::DoubleEncoded);
             }
         }
         percent_decode_str(seg)

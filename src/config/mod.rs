@@ -189,6 +189,8 @@ pub struct MetricsSettings {
     pub enabled: bool,
     /// Serve it on this address instead of the main port.
     pub listen: Option<SocketAddr>,
+    /// On the main port, only these verified callers may read it.
+    pub callers: Vec<CallerPattern>,
 }
 
 /// `events:` settings.

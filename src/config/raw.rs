@@ -55,6 +55,8 @@ pub(super) struct RawMetrics {
     #[serde(default)]
     pub(super) enabled: bool,
     pub(super) listen: Option<String>,
+    #[serde(default)]
+    pub(super) callers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

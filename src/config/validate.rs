@@ -136,9 +136,24 @@ impl Validator<'_> {
                     None
                 }
             });
+        let mut callers = Vec::new();
+        for (i, c) in raw.callers.iter().enumerate() {
+            match CallerPattern::parse(c) {
+                Ok(c) => callers.push(c),
+                Err(e) => self.error(&format!("metrics.callers[{i}]"), e),
+            }
+        }
+        if raw.enabled && listen.is_none() && callers.is_empty() {
+            self.push(
+                Severity::Warning,
+                "metrics.callers",
+                "no caller may read /_credproxy/metrics on the main port: list the scraper's service account, or set metrics.listen",
+            );
+        }
         MetricsSettings {
             enabled: raw.enabled,
             listen,
+            callers,
         }
     }
 

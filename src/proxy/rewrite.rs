@@ -38,6 +38,7 @@ pub struct BodyPlan {
 /// a 401 may be replayed (`replays`); streamed otherwise.
 pub async fn body_plan(
     route: &RouteSpec,
+    caller: &HeaderMap,
     replays: bool,
     budget: &Arc<tokio::sync::Semaphore>,
     idle: std::time::Duration,
@@ -51,7 +52,9 @@ pub async fn body_plan(
     } else {
         CallerBody::wrap(body, idle, fault.clone())
     };
-    let body = if route.credential.inject.needs_body() {
+    // A form body is read whole, to refuse a `_method` override hidden in it.
+    let form = !http_body::Body::is_end_stream(&body) && is_form(caller);
+    let body = if route.credential.inject.needs_body() || form {
         let expected = http_body::Body::size_hint(&body)
             .exact()
             .unwrap_or(route.max_body_bytes)
@@ -69,6 +72,12 @@ pub async fn body_plan(
     } else {
         OutBody::Stream(body)
     };
+    if form
+        && let OutBody::Full(bytes) = &body
+        && overrides_method(bytes)
+    {
+        return Err(ProxyError::MethodOverride);
+    }
     let replay = match &body {
         OutBody::Full(bytes) if bytes.len() as u64 <= REPLAY_LIMIT => Some(bytes.clone()),
         _ => None,
@@ -78,6 +87,27 @@ pub async fn body_plan(
         replay,
         permit,
         fault,
+    })
+}
+
+/// Whether the caller sent an `application/x-www-form-urlencoded` body.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().split(|b| *b == b';').next().is_some_and(|t| {
+            t.trim_ascii()
+                .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+        })
+    })
+}
+
+/// Whether a form body carries a method-override parameter (names compared after decoding,
+/// in any case, `name[...]` forms included), which frameworks would act on in place of the
+/// method policy judged.
+fn overrides_method(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body).split(['&', ';']).any(|pair| {
+        METHOD_OVERRIDE_PARAMS
+            .iter()
+            .any(|m| pair_is_named(pair, m))
     })
 }
 

@@ -51,28 +51,58 @@ async fn ready(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Respons
             serde_json::json!({"status": "ready"}),
         );
     }
-    let mut waiting = Vec::new();
-    if !app.verifier.is_ready() {
-        waiting.push("jwks".to_string());
-    }
-    if app.config.secrets.warm_on_start {
-        waiting.extend(
-            app.secrets
-                .unresolved()
-                .into_iter()
-                .map(|s| format!("secret:{s}")),
-        );
-    }
+    // Counts only: anyone can call this, and secret and route names are not theirs to
+    // learn. The names are in the logs.
+    let jwks = usize::from(!app.verifier.is_ready());
+    let secrets = if app.config.secrets.warm_on_start {
+        app.secrets.unresolved().len()
+    } else {
+        0
+    };
+    let credentials = if app.config.secrets.warm_on_start {
+        app.routes
+            .values()
+            .filter(|r| !r.credential.is_ready())
+            .count()
+    } else {
+        0
+    };
     with_request_id(
         &headers,
         StatusCode::SERVICE_UNAVAILABLE,
-        serde_json::json!({"status": "starting", "waiting_for": waiting}),
+        serde_json::json!({
+            "status": "starting",
+            "waiting_for": {"jwks": jwks, "secrets": secrets, "credentials": credentials},
+        }),
     )
 }
 
+/// `/_credproxy/metrics` on the main port: a verified caller listed in `metrics.callers`
+/// (the series name routes and secrets).
 async fn metrics_endpoint(State(app): State<Arc<App>>, headers: http::HeaderMap) -> Response {
+    let id = request_id(&headers);
     if !app.config.metrics.enabled || app.config.metrics.listen.is_some() {
-        return ProxyError::NotFound.into_response_with(&request_id(&headers));
+        return ProxyError::NotFound.into_response_with(&id);
+    }
+    let caller = match app.verifier.verify(&headers).await {
+        Ok(caller) => caller,
+        Err(err) => return ProxyError::Unauthenticated(err).into_response_with(&id),
+    };
+    if !app
+        .config
+        .metrics
+        .callers
+        .iter()
+        .any(|c| c.matches(&caller.email))
+    {
+        return ProxyError::Forbidden {
+            message: format!(
+                "{} may not read the metrics: list it in metrics.callers",
+                caller.email
+            ),
+            reason: "forbidden",
+        }
+        .into_response_with(&id);
     }
     metrics_text()
 }

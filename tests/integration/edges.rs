@@ -673,3 +673,91 @@ async fn a_header_signing_cannot_use_is_400_and_names_no_secret() {
     assert_eq!(e["severity"], "WARNING", "{e}");
     assert_eq!(w.upstream.started(), 0);
 }
+
+// ------------------------------------------------------------------------------------------
+// Paths, method overrides, what unauthenticated endpoints say
+
+#[tokio::test]
+async fn a_double_encoded_path_is_refused() {
+    let w = World::start().await;
+    for path in [
+        "/api/v1/%252e%252e/admin",
+        "/api/v1/items%252Fother",
+        "/api/v1/%2541",
+    ] {
+        let r = w.app.get_as(READER, path).await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(error_body(r).await["error"], "bad_request", "{path}");
+    }
+    // A literal percent sign stays possible.
+    assert_eq!(w.app.get_as(READER, "/api/v1/100%25").await.status(), 200);
+    assert_eq!(w.upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_method_override_in_a_form_body_is_refused() {
+    let w = World::start().await;
+    for body in [
+        "_method=DELETE",
+        "a=1&_METHOD=delete",
+        "a=1&%5Fmethod=PUT",
+        "_method[]=PATCH&b=2",
+    ] {
+        let r = w
+            .app
+            .request_as(reqwest::Method::POST, WRITER, "/api/v1/items")
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=utf-8",
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 400, "{body}");
+        let id = r.headers()["x-request-id"]
+            .to_str()
+            .expect("id")
+            .to_string();
+        assert_eq!(error_body(r).await["error"], "bad_request");
+        assert_eq!(
+            w.app.audit_for(&id).await["reason"],
+            "method_override",
+            "{body}"
+        );
+    }
+    // The same text in a JSON body, or a parameter merely containing the word, passes.
+    let r = w
+        .app
+        .request_as(reqwest::Method::POST, WRITER, "/api/v1/items")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("note=_method&x_method=1")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(w.upstream.last().body, "note=_method&x_method=1");
+    assert_eq!(w.upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn readiness_says_how_many_not_which() {
+    let keys = Keys::new();
+    let jwks = FakeJwks::start(keys.signer.jwks()).await;
+    jwks.set_failing(true);
+    let upstream = FakeUpstream::start().await;
+    let app = TestApp::spawn_with(
+        &default_config(&jwks, &upstream, ""),
+        &keys,
+        &default_env(),
+        &[],
+    )
+    .await;
+    let r = app.get("/_credproxy/ready").await;
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["waiting_for"]["jwks"], 1, "{body}");
+    for name in ["api", "basic", "API_SECRET", jwks.url().as_str()] {
+        assert!(!body.to_string().contains(name), "{name} disclosed: {body}");
+    }
+}

@@ -17,12 +17,21 @@ async fn metrics_are_404_unless_enabled() {
 
 #[tokio::test]
 async fn metrics_count_requests_secrets_and_jwks_without_leaking() {
-    let w = world_with("metrics: { enabled: true }\n").await;
+    let w = world_with(&format!(
+        "metrics: {{ enabled: true, callers: [\"{WRITER}\"] }}\n"
+    ))
+    .await;
     assert_eq!(w.app.get_as(READER, "/api/v1/items").await.status(), 200);
     assert_eq!(w.app.get_as(READER, "/api/v1/echo").await.status(), 200);
     assert_eq!(w.app.get_as(STRANGER, "/api/v1/items").await.status(), 403);
     assert_eq!(w.app.get("/api/v1/x").await.status(), 401);
-    let r = w.app.get("/_credproxy/metrics").await;
+    // The series name routes and secrets: only a listed, verified caller may read them.
+    assert_eq!(w.app.get("/_credproxy/metrics").await.status(), 401);
+    assert_eq!(
+        w.app.get_as(READER, "/_credproxy/metrics").await.status(),
+        403
+    );
+    let r = w.app.get_as(WRITER, "/_credproxy/metrics").await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.expect("text");
     for want in [
