@@ -126,7 +126,7 @@ pub async fn pipeline(
     .await?;
     let rewrite = Rewrite::new(&parts, &route.spec, &target, &resolved);
     cx.set_query(parts.uri.path(), rewrite.query());
-    let client = upstream_client(app, route, thread)?;
+    let client = upstream_client(app, route, thread).await?;
 
     let sent = tokio::time::Instant::now();
     let outgoing = rewrite.outgoing(
@@ -262,13 +262,13 @@ async fn resolve(
 
 /// The client for this route on this serving thread: the route's mutual-TLS client, or the
 /// thread's pooled one.
-fn upstream_client<'a>(
+async fn upstream_client<'a>(
     app: &'a App,
     route: &RouteRuntime,
     thread: Option<ServingThread>,
 ) -> Result<Cow<'a, UpstreamClient>, ProxyError> {
     Ok(match &route.tls {
-        Some(tls) => Cow::Owned(tls.client(thread.map_or(0, |t| t.0))?),
+        Some(tls) => Cow::Owned(tls.client(thread.map_or(0, |t| t.0)).await?),
         None => Cow::Borrowed(app.client_for(thread)),
     })
 }

@@ -260,10 +260,12 @@ impl SecretStore {
         config: &Config,
         env: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<Arc<SecretStore>, BuildError> {
-        let needs_sm = config
-            .routes
-            .iter()
-            .any(|r| matches!(r.credential.secret, SecretRef::SecretManager { .. }));
+        // Every reference counts: credentials and upstream_tls material alike.
+        let needs_sm = config.routes.iter().any(|r| {
+            std::iter::once(&r.credential.secret)
+                .chain(r.upstream_tls.iter().flat_map(|t| t.references()))
+                .any(|s| matches!(s, SecretRef::SecretManager { .. }))
+        });
         let secret_manager = if needs_sm {
             Some(
                 SecretManager::connect(
@@ -462,17 +464,32 @@ impl SecretStore {
             fetched.generation = old.generation;
         }
         let fetched = Arc::new(fetched);
-        if let Some(old) = entry.current.load_full()
-            && old.version != fetched.version
-        {
-            tracing::info!(
-                secret = %entry.reference.resource(),
-                from_version = old.version.as_deref().unwrap_or(""),
-                to_version = fetched.version.as_deref().unwrap_or(""),
-                "secret rotated"
-            );
+        // Versions only move forward: a read that started before a newer version was
+        // installed (a background refresh racing a 401-triggered read) must not put the
+        // older one back.
+        let previous = entry.current.rcu(|current| match current {
+            Some(old) if is_older(&fetched, old) => Some(old.clone()),
+            _ => Some(fetched.clone()),
+        });
+        if let Some(old) = previous {
+            if is_older(&fetched, &old) {
+                tracing::debug!(
+                    secret = %entry.reference.resource(),
+                    kept_version = old.version.as_deref().unwrap_or(""),
+                    read_version = fetched.version.as_deref().unwrap_or(""),
+                    "an older secret version was read; the newer one stays"
+                );
+                return old;
+            }
+            if old.version != fetched.version {
+                tracing::info!(
+                    secret = %entry.reference.resource(),
+                    from_version = old.version.as_deref().unwrap_or(""),
+                    to_version = fetched.version.as_deref().unwrap_or(""),
+                    "secret rotated"
+                );
+            }
         }
-        entry.current.store(Some(fetched.clone()));
         self.cold.insert(entry.key.clone(), fetched.clone()).await;
         fetched
     }
@@ -680,9 +697,59 @@ impl SecretEntry {
     }
 }
 
+/// Whether `new` is an older Secret Manager version than `old` (`versions/N`, numerically).
+fn is_older(new: &Fetched, old: &Fetched) -> bool {
+    let number = |f: &Fetched| f.version.as_deref().and_then(|v| v.parse::<u64>().ok());
+    matches!((number(new), number(old)), (Some(n), Some(o)) if n < o)
+}
+
 fn reference_key(reference: &SecretRef) -> String {
     match reference {
         SecretRef::SecretManager { secret, version } => format!("{secret}/versions/{version}"),
         other => other.resource(),
+    }
+}
+
+#[cfg(test)]
+mod version_order {
+    use super::*;
+
+    fn fetched(version: Option<&str>, value: &str) -> Fetched {
+        Fetched::new(value.as_bytes().to_vec(), version.map(str::to_string))
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_replaces_a_newer_one() {
+        let config = crate::config::parse(
+            "identity: { audiences: [a] }\nroutes:\n  r:\n    upstream: \"https://x.example\"\n    credential: { secret: \"env:K\", inject: { header: { name: X-Key } } }\n",
+            &|_| None,
+        )
+        .expect("config")
+        .0;
+        let store = SecretStore::build(&config, &|_| Some("v0-value-0000".to_string()))
+            .await
+            .expect("store");
+        let entry = store.entries.values().next().expect("entry").clone();
+        let v3 = store
+            .install(&entry, fetched(Some("3"), "v3-value-3333"))
+            .await;
+        assert_eq!(v3.version.as_deref(), Some("3"));
+        // A slower read of version 2 lands afterwards: version 3 stays.
+        let kept = store
+            .install(&entry, fetched(Some("2"), "v2-value-2222"))
+            .await;
+        assert_eq!(kept.version.as_deref(), Some("3"));
+        assert_eq!(entry.current().expect("value").payload(), b"v3-value-3333");
+        // Forward still moves, and 10 is after 9 (numbers, not text).
+        store
+            .install(&entry, fetched(Some("9"), "v9-value-9999"))
+            .await;
+        store
+            .install(&entry, fetched(Some("10"), "v10-value-1010"))
+            .await;
+        assert_eq!(
+            entry.current().expect("value").version.as_deref(),
+            Some("10")
+        );
     }
 }

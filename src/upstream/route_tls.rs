@@ -93,26 +93,36 @@ impl RouteTls {
     }
 
     /// The client serving thread `thread` uses now, rebuilt first if the material rotated.
-    pub fn client(&self, thread: usize) -> Result<UpstreamClient, SecretError> {
-        let (Some(certificate), Some(key)) = (self.certificate.current(), self.key.current())
-        else {
-            return Err(
-                self.unavailable("the client certificate or key is not resolved yet".to_string())
-            );
+    ///
+    /// The material is read like a credential: from the cache, or (nothing read yet, as with
+    /// `warm_on_start: false`) from its store on this first request, one shared read for all
+    /// concurrent callers; past `cache_ttl + max_stale` without a good refresh it is refused.
+    pub async fn client(&self, thread: usize) -> Result<UpstreamClient, SecretError> {
+        let unavailable = |part: &str, err: SecretError| match err {
+            SecretError::Unavailable { detail, .. } => {
+                self.unavailable(format!("{part}: {detail}"))
+            }
+            other => other,
         };
-        let ca = self.ca_bundle.as_ref().map(|e| e.current());
-        if matches!(ca, Some(None)) {
-            return Err(self.unavailable("the CA bundle is not resolved yet".to_string()));
-        }
-        let ca = ca.flatten();
-        // Material whose refreshes have failed past cache_ttl + max_stale is not used,
-        // exactly like an injected credential.
-        for (entry, fetched) in [(&self.certificate, &certificate), (&self.key, &key)]
-            .into_iter()
-            .chain(self.ca_bundle.as_ref().zip(ca.as_ref()))
-        {
-            self.store.check_usable(entry, fetched)?;
-        }
+        let certificate = self
+            .store
+            .read(&self.certificate)
+            .await
+            .map_err(|e| unavailable("client certificate", e))?;
+        let key = self
+            .store
+            .read(&self.key)
+            .await
+            .map_err(|e| unavailable("client key", e))?;
+        let ca = match &self.ca_bundle {
+            Some(entry) => Some(
+                self.store
+                    .read(entry)
+                    .await
+                    .map_err(|e| unavailable("CA bundle", e))?,
+            ),
+            None => None,
+        };
         let generations = (
             certificate.generation,
             key.generation,

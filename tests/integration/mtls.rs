@@ -439,3 +439,77 @@ async fn an_http2_only_upstream_is_reached_over_alpn_without_the_callers_trailer
     }
     assert_eq!(body, "HTTP/2.0 key_ok=true body=5 trailers=", "{response}");
 }
+
+/// A route with an `env:` credential whose certificate, key and CA live in Secret Manager.
+async fn sm_material_world(warm_on_start: bool) -> (MtlsWorld, FakeSecretManager, Leaf) {
+    let ca = Ca::new("partner test CA");
+    let client = ca.issue(&["pipeline-client"], ExtendedKeyUsagePurpose::ClientAuth);
+    let (upstream_addr, counts) = tls_upstream(&ca).await;
+    let sm = FakeSecretManager::start().await;
+    sm.add_version("partner-cert", &client.cert_pem);
+    sm.add_version("partner-key", &client.key_pem);
+    sm.add_version("partner-ca", &ca.pem);
+    let route = format!(
+        r#"  partner:
+    upstream: "https://localhost:{port}"
+    credential: {{ secret: "env:API_SECRET", inject: {{ header: {{ name: "X-Key" }} }} }}
+    upstream_tls:
+      client_certificate: "projects/acme/secrets/partner-cert/versions/latest"
+      client_key: "projects/acme/secrets/partner-key/versions/latest"
+      ca_bundle: "projects/acme/secrets/partner-ca/versions/latest"
+    allow:
+      - callers: ["{READER}"]
+        methods: ["GET"]
+        paths: ["/**"]
+"#,
+        port = upstream_addr.port()
+    );
+    let keys = Keys::new();
+    let jwks = FakeJwks::start(keys.signer.jwks()).await;
+    let upstream = FakeUpstream::start().await;
+    let config = format!(
+        "secrets:\n  warm_on_start: {warm_on_start}\n  cache_ttl_seconds: 300\n  secret_manager: {{ endpoint: \"{}\", credentials: anonymous }}\n{}",
+        sm.url(),
+        default_config(&jwks, &upstream, &route)
+    );
+    let mut app = TestApp::spawn_with(&config, &keys, &default_env(), &[]).await;
+    app.wait_ready().await;
+    app.forbidden.extend(
+        client
+            .key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .map(String::from),
+    );
+    let m = MtlsWorld {
+        w: World {
+            keys,
+            jwks,
+            upstream,
+            app,
+        },
+        dir: tempfile::tempdir().expect("tempdir"),
+        counts,
+    };
+    (m, sm, client)
+}
+
+#[tokio::test]
+async fn material_in_secret_manager_works_next_to_an_env_credential() {
+    let (m, _sm, client) = sm_material_world(true).await;
+    let r = m.w.app.get_as(READER, "/partner/v1/ping").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), sha256_hex(&client.cert_der));
+}
+
+#[tokio::test]
+async fn material_is_read_on_the_first_request_without_warming() {
+    let (m, sm, client) = sm_material_world(false).await;
+    // Nothing read at start (the TTL is 5 minutes, so no refresher has run either).
+    assert_eq!(sm.calls("partner-cert"), 0);
+    let r = m.w.app.get_as(READER, "/partner/v1/ping").await;
+    assert_eq!(r.status(), 200, "the first request reads the material");
+    assert_eq!(r.text().await.expect("body"), sha256_hex(&client.cert_der));
+    assert_eq!(sm.calls("partner-cert"), 1);
+    assert_eq!(m.counts.connections.load(Ordering::SeqCst), 1);
+}
