@@ -257,10 +257,8 @@ impl Credential {
             return Some(newer);
         }
         if let Some(m) = minted
-            && self
-                .token_source
-                .as_ref()
-                .is_some_and(|s| s.invalidate(&m.token))
+            && let Some(source) = &self.token_source
+            && source.after_unauthorized(&m.token) != oauth2::Unauthorized::Kept
         {
             tracing::info!(route = %self.route, "upstream answered 401 to the access token; retrying once with a new one");
             return Some(used.clone());
@@ -290,7 +288,9 @@ impl Credential {
             };
             let generation = resolved.source.as_ref().map_or(0, |s| s.generation);
             let due = source.refresh_due_at();
-            if generation == last_generation
+            // An older generation is the same value re-read (or a cold read that lost the
+            // race to install): the token minted for the newer one serves it.
+            if generation <= last_generation
                 && let Some(due) = due
             {
                 // Sleep until the refresh is due, but look for a rotated secret every 5 s.

@@ -87,7 +87,7 @@ use serde_json::Value;
 
 pub use super::SpecProblem;
 use super::{Prepared, keep};
-pub use source::TokenSource;
+pub use source::{TokenSource, Unauthorized};
 pub use token::{AccessToken, TokenError};
 
 /// Longest a whole token request (connect, send, response body) may take.
@@ -102,6 +102,8 @@ pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// [`TokenSource::invalidate`] drops at most one token per this interval, so an upstream that
 /// answers 401 for reasons other than the token cannot make every request mint.
 pub const MIN_INVALIDATION_INTERVAL: Duration = Duration::from_secs(10);
+/// At most one token request per route per this interval, whatever `expires_in` says.
+pub const MIN_MINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// First hold of a failed mint; doubles per consecutive failure up to [`FAILURE_HOLD_MAX`].
 const FAILURE_HOLD_MIN: Duration = Duration::from_secs(1);

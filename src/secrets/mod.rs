@@ -510,11 +510,19 @@ impl SecretStore {
             .await;
         match result {
             Ok(fetched) => {
-                if entry.current.load().is_none() {
-                    entry.current.store(Some(fetched.clone()));
-                }
                 if let Ok(mut held) = entry.cold_failure.lock() {
                     *held = None;
+                }
+                // The refresher may have installed the same value meanwhile: hand out the
+                // installed one, so that everything derived from it (OAuth2 tokens, the
+                // prepared form) is keyed on one generation.
+                if let Some(current) = entry.current.load_full()
+                    && current.same_value(&fetched)
+                {
+                    return Ok(current);
+                }
+                if entry.current.load().is_none() {
+                    entry.current.store(Some(fetched.clone()));
                 }
                 Ok(fetched)
             }

@@ -761,3 +761,165 @@ async fn readiness_says_how_many_not_which() {
         assert!(!body.to_string().contains(name), "{name} disclosed: {body}");
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// OAuth2 minting
+
+/// A token endpoint that counts mints, names tokens `tok-N-SECRET`, gives them
+/// `expires_in`, and answers every mint after the first `later_delay` late.
+#[derive(Clone)]
+struct Tokens {
+    url: String,
+    mints: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn token_endpoint(expires_in: u64, later_delay: Duration) -> Tokens {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mints = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = mints.clone();
+    let app = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                if n > 1 {
+                    tokio::time::sleep(later_delay).await;
+                }
+                axum::Json(serde_json::json!({
+                    "access_token": format!("tok-{n}-SECRET"),
+                    "token_type": "Bearer",
+                    "expires_in": expires_in,
+                }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Tokens {
+        url: format!("http://{addr}/token"),
+        mints,
+    }
+}
+
+impl Tokens {
+    fn mints(&self) -> usize {
+        self.mints.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn oauth_world(tokens: &Tokens, secret: &str, sm: Option<&FakeSecretManager>) -> World {
+    let route = format!(
+        r#"  crm:
+    upstream: "{{UPSTREAM}}"
+    credential:
+      secret: "{secret}"
+      inject:
+        oauth2_client_credentials: {{ token_url: "{}" }}
+    allow:
+      - callers: ["{READER}"]
+        methods: ["GET"]
+        paths: ["/**"]
+"#,
+        tokens.url
+    );
+    let mut env = default_env();
+    env.push((
+        "CLIENT_SECRET".to_string(),
+        r#"{"client_id":"etl","client_secret":"cs_SECRET_0123456789"}"#.to_string(),
+    ));
+    let w = World::custom(
+        &route,
+        |config| match sm {
+            Some(sm) => format!(
+                "secrets:\n  secret_manager: {{ endpoint: \"{}\", credentials: anonymous }}\n{config}",
+                sm.url()
+            ),
+            None => config,
+        },
+        &env,
+    )
+    .await;
+    let mut w = w;
+    w.app
+        .forbidden
+        .extend((1..=20).map(|n| format!("tok-{n}-SECRET")));
+    w.app.forbidden.push("cs_SECRET_0123456789".to_string());
+    w
+}
+
+#[tokio::test]
+async fn warming_mints_one_token_even_when_a_request_races_the_first_read() {
+    let tokens = token_endpoint(3600, Duration::ZERO).await;
+    let sm = FakeSecretManager::start().await;
+    sm.add_version(
+        "crm-client",
+        r#"{"client_id":"etl","client_secret":"cs_SECRET_0123456789"}"#,
+    );
+    let w = oauth_world(
+        &tokens,
+        "projects/acme/secrets/crm-client/versions/latest",
+        Some(&sm),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(w.app.get_as(READER, "/crm/v1/contacts").await.status(), 200);
+    }
+    // The refresher's next look (at most 5 s later) would re-mint if the start had keyed
+    // the token on a second read of the same value: give it that chance.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tokens.mints(), 1, "one token for one client secret");
+}
+
+#[tokio::test]
+async fn a_token_that_lives_no_time_is_not_minted_more_than_once_a_second() {
+    // `expires_in: 0`: every token is due for refresh the moment it arrives.
+    let tokens = token_endpoint(0, Duration::ZERO).await;
+    let w = oauth_world(&tokens, "env:CLIENT_SECRET", None).await;
+    let started = tokio::time::Instant::now();
+    let mut ok = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        if w.app.get_as(READER, "/crm/v1/contacts").await.status() == 200 {
+            ok += 1;
+        }
+    }
+    // Each request needs a token minted for it, and mints wait their turn.
+    assert!(ok >= 2, "{ok} requests served");
+    let mints = tokens.mints();
+    assert!(
+        (2..=4).contains(&mints),
+        "{mints} mints in 2.5 s (at most one per second, plus the one at start)"
+    );
+}
+
+#[tokio::test]
+async fn every_request_that_got_the_401_with_the_old_token_is_replayed() {
+    // The second mint takes a while: every concurrent request has its 401 by then.
+    let tokens = token_endpoint(3600, Duration::from_millis(400)).await;
+    let w = oauth_world(&tokens, "env:CLIENT_SECRET", None).await;
+    assert_eq!(w.app.get_as(READER, "/crm/v1/contacts").await.status(), 200);
+    // The upstream revokes the first token.
+    w.upstream.accept_only(Some(&["Bearer tok-2-SECRET"]));
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let request = w
+            .app
+            .request_as(reqwest::Method::GET, READER, "/crm/v1/contacts")
+            .send();
+        tasks.push(tokio::spawn(request));
+    }
+    for t in tasks {
+        let r = t.await.expect("join").expect("request");
+        assert_eq!(
+            r.status(),
+            200,
+            "a request that got the 401 was not replayed"
+        );
+    }
+    assert_eq!(tokens.mints(), 2);
+}

@@ -41,6 +41,8 @@ pub(super) struct State {
     pub(super) consecutive_failures: u32,
     pub(super) last_invalidation: Option<Instant>,
     pub(super) next_id: u64,
+    /// When the latest mint was (or will be) sent: the next waits [`MIN_MINT_INTERVAL`].
+    pub(super) last_mint: Option<Instant>,
 }
 
 impl State {
@@ -99,6 +101,13 @@ impl Inner {
     ) -> SharedMint {
         state.next_id += 1;
         let id = state.next_id;
+        let now = Instant::now();
+        // A token that lives a second (or less, or is stale on arrival) must not make every
+        // request mint: one request per MIN_MINT_INTERVAL per route at most.
+        let send_at = state
+            .last_mint
+            .map_or(now, |last| (last + MIN_MINT_INTERVAL).max(now));
+        state.last_mint = Some(send_at);
         let inner = self.clone();
         let creds = creds.clone();
         let task = tokio::spawn(async move {
@@ -106,6 +115,7 @@ impl Inner {
                 inner: inner.clone(),
                 id,
             };
+            tokio::time::sleep_until(send_at).await;
             let result = inner.mint(&creds, generation).await.map(Arc::new);
             inner.record(generation, &result);
             result
@@ -392,6 +402,17 @@ impl fmt::Debug for TokenSource {
     }
 }
 
+/// What [`TokenSource::after_unauthorized`] did with a token the upstream refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthorized {
+    /// It was the current token: dropped now, so the next request mints.
+    Dropped,
+    /// Another request already dropped or replaced it.
+    Replaced,
+    /// It is the current token, but one was dropped moments ago: kept.
+    Kept,
+}
+
 impl TokenSource {
     /// A source for `spec`, requesting through `http` (the project's client: no proxy, no
     /// redirects) with the [`DEFAULT_TIMEOUT`].
@@ -493,6 +514,17 @@ impl TokenSource {
     /// [`MIN_INVALIDATION_INTERVAL`]. Returns whether it was dropped, i.e. whether a retry
     /// with a new token makes sense.
     pub fn invalidate(&self, token: &AccessToken) -> bool {
+        self.after_unauthorized(token) == Unauthorized::Dropped
+    }
+
+    /// After the upstream answered 401 to `token`: whether a request that used it should be
+    /// replayed with a new one. The first to report it drops it ([`Unauthorized::Dropped`]:
+    /// the next [`TokenSource::token`] mints), at most once per
+    /// [`MIN_INVALIDATION_INTERVAL`]; every other request that got the 401 with that same
+    /// token finds it already replaced ([`Unauthorized::Replaced`]) and is replayed too. A
+    /// 401 to the current token within the interval ([`Unauthorized::Kept`]) is not
+    /// replayed: a new token was just minted and failed as well.
+    pub fn after_unauthorized(&self, token: &AccessToken) -> Unauthorized {
         let mut state = self.inner.lock();
         let is_current = self
             .inner
@@ -500,15 +532,17 @@ impl TokenSource {
             .load()
             .as_ref()
             .is_some_and(|current| std::ptr::eq(Arc::as_ptr(current), token));
-        if !is_current
-            || state
-                .last_invalidation
-                .is_some_and(|t| t.elapsed() < MIN_INVALIDATION_INTERVAL)
+        if !is_current {
+            return Unauthorized::Replaced;
+        }
+        if state
+            .last_invalidation
+            .is_some_and(|t| t.elapsed() < MIN_INVALIDATION_INTERVAL)
         {
-            return false;
+            return Unauthorized::Kept;
         }
         state.last_invalidation = Some(Instant::now());
         self.inner.current.store(None);
-        true
+        Unauthorized::Dropped
     }
 }
