@@ -686,3 +686,6 @@ fn reference_key(reference: &SecretRef) -> String {
         other => other.resource(),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
