@@ -314,3 +314,6 @@ impl Credential {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -719,6 +719,9 @@ fn reference_key(reference: &SecretRef) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod tests;
+
+#[cfg(test)]
 mod version_order {
     use super::*;
 

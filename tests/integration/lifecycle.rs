@@ -58,10 +58,19 @@ async fn sheds_load_over_max_in_flight_with_retry_after() {
         let token = token.clone();
         tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
     };
-    while upstream.started() == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let r = app.get_as(READER, "/api/v1/items").await;
+    upstream.wait_started(1).await;
+    // On a connection of its own: left idle in the shared pool for the 2 s the slow request
+    // takes, it would meet the server's 2 s header-read timeout (which also bounds idle
+    // keep-alive) just as the last request below reused it.
+    let r = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(app.url("/api/v1/items"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(error_body(r).await["error"], "overloaded");
@@ -137,9 +146,7 @@ async fn drains_on_sigterm(threads: &str, n: usize) {
             tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
         })
         .collect();
-    while upstream.started() < n {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    upstream.wait_started(n).await;
     app.sigterm();
     for request in in_flight {
         let response = request

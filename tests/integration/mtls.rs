@@ -110,6 +110,8 @@ struct Counts {
     connections: AtomicUsize,
     /// `/slow` requests started.
     slow_started: AtomicUsize,
+    /// Notified when a count changes.
+    changed: tokio::sync::Notify,
 }
 
 /// An HTTPS upstream requiring a client certificate from `ca`; it answers with the SHA-256
@@ -155,6 +157,9 @@ async fn tls_upstream(ca: &Ca) -> (std::net::SocketAddr, Arc<Counts>) {
                     let request: Vec<u8> = buffered.drain(..end).collect();
                     if String::from_utf8_lossy(&request).contains("/slow") {
                         started.slow_started.fetch_add(1, Ordering::SeqCst);
+                        started.changed.notify_waiters();
+                        // A slow upstream is the point: the real binary, on the real clock,
+                        // must drain this request on SIGTERM.
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     let response = format!(
@@ -377,15 +382,20 @@ async fn each_serving_thread_has_its_own_tls_connection_and_drains_it() {
         let b = client();
         tokio::spawn(async move { b.get(url).bearer_auth(token).send().await })
     };
-    while m.counts.slow_started.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_on(
+        &m.counts.changed,
+        Duration::from_secs(5),
+        "the slow request reached the upstream",
+        || m.counts.slow_started.load(Ordering::SeqCst) > 0,
+    )
+    .await;
     assert_eq!(
         m.counts.connections.load(Ordering::SeqCst),
         2,
         "thread 1 opened its own upstream connection instead of using thread 0's"
     );
-    // Thread 0 now serves nothing, and drains at once.
+    // Thread 0 now serves nothing, and drains at once. Kept: the binary shows no sign of
+    // having seen A's connection close, so give it a moment before the SIGTERM.
     drop(a);
     tokio::time::sleep(Duration::from_millis(100)).await;
     m.w.app.sigterm();

@@ -122,6 +122,52 @@ fn push_token(keys: &Keys, email: &str) -> String {
     keys.sign(&claims)
 }
 
+/// The outcomes credproxy logged for the version events it processed, in order.
+fn event_outcomes(w: &SmWorld) -> Vec<String> {
+    w.app
+        .stderr
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "Secret Manager event")
+        .map(|v| v["outcome"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Waits until credproxy logged the outcomes of `n` version events; returns them.
+async fn wait_event_outcomes(w: &SmWorld, n: usize) -> Vec<String> {
+    w.app
+        .stderr
+        .wait_until(Duration::from_secs(5), |_| event_outcomes(w).len() >= n)
+        .await;
+    let outcomes = event_outcomes(w);
+    assert_eq!(outcomes.len(), n, "{outcomes:?}");
+    outcomes
+}
+
+/// A barrier after events that must not have re-read the secret: a valid version event from
+/// the push account is then the first within the rate-limit interval (logged as
+/// `Refreshing`, where any earlier wake-up would make it `RateLimited`) and causes exactly
+/// one store read, which this waits for.
+async fn nothing_was_re_read(w: &SmWorld, calls_before: usize, events_before: usize) {
+    let secret_id = format!("projects/{PROJECT_NUMBER}/secrets/{SM_SECRET}");
+    let token = push_token(&w.keys, PUSHER);
+    let r = push(w, Some(&token), push_body("SECRET_VERSION_ADD", &secret_id)).await;
+    assert_eq!(r.status(), 204);
+    let outcomes = wait_event_outcomes(w, events_before + 1).await;
+    assert!(
+        outcomes[events_before].starts_with("Refreshing"),
+        "an earlier event woke the refresher: {outcomes:?}"
+    );
+    w.sm.wait_calls(SM_SECRET, calls_before + 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        w.sm.calls(SM_SECRET),
+        calls_before + 1,
+        "only the barrier event re-read the secret"
+    );
+}
+
 async fn push(w: &SmWorld, token: Option<&str>, body: String) -> reqwest::Response {
     let mut request = w
         .app
@@ -178,9 +224,9 @@ async fn events_from_others_are_refused_and_change_nothing() {
     let (head, _) = good.rsplit_once('.').expect("jwt");
     let stripped = format!("{head}.SIGNATURE_REMOVED_BY_GOOGLE");
     assert_eq!(push(&w, Some(&stripped), body).await.status(), 401);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(w.sm.calls(SM_SECRET), calls, "no re-read");
     assert_eq!(w.auth_seen().await, V1);
+    nothing_was_re_read(&w, calls, 0).await;
 }
 
 #[tokio::test]
@@ -286,12 +332,15 @@ async fn unknown_and_malformed_events() {
     let secret_id = format!("projects/{PROJECT_NUMBER}/secrets/{SM_SECRET}");
     let r = push(&w, Some(&token), push_body("SECRET_ROTATE", &secret_id)).await;
     assert_eq!(r.status(), 204);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         w.sm.calls(SM_SECRET),
         calls,
         "none of these re-read anything"
     );
+    // The unknown secret's event is the one version event logged so far.
+    assert_eq!(wait_event_outcomes(&w, 1).await, ["Ignored"]);
+    nothing_was_re_read(&w, calls, 1).await;
+    // Logged before the barrier's event, so there by now.
     let log = w.app.stderr.text();
     assert!(
         log.contains("rotation is due"),
@@ -306,6 +355,7 @@ async fn event_re_reads_are_rate_limited_per_secret() {
     let token = push_token(&w.keys, PUSHER);
     let secret_id = format!("projects/{PROJECT_NUMBER}/secrets/{SM_SECRET}");
     let calls = w.sm.calls(SM_SECRET);
+    let started = tokio::time::Instant::now();
     for _ in 0..20 {
         let r = push(
             &w,
@@ -315,10 +365,24 @@ async fn event_re_reads_are_rate_limited_per_secret() {
         .await;
         assert_eq!(r.status(), 204);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let took = started.elapsed();
+    // Each event that was not rate limited woke the refresher once; the interval itself is
+    // pinned on the paused clock in src/secrets/tests.rs.
+    let outcomes = wait_event_outcomes(&w, 20).await;
+    let woke = outcomes
+        .iter()
+        .filter(|o| o.starts_with("Refreshing"))
+        .count();
+    assert!(
+        (1..=2).contains(&woke),
+        "{woke} of 20 events in {took:?} woke the refresher: {outcomes:?}"
+    );
+    w.sm.wait_calls(SM_SECRET, calls + 1, Duration::from_secs(5))
+        .await;
+    // Wake-ups are the only reads here (the TTL is an hour), at most one each.
     let reads = w.sm.calls(SM_SECRET) - calls;
     assert!(
-        (1..=2).contains(&reads),
+        (1..=woke).contains(&reads),
         "{reads} re-reads for 20 events in well under 2 s"
     );
 }
@@ -370,7 +434,14 @@ async fn rotation_drill_with_continuous_traffic_has_zero_errors() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each phase lasts until the upstream has seen this many more requests.
+    const PHASE: usize = 20;
+    let seen = |w: &SmWorld| w.upstream.requests().len();
+    let more = |n: usize| move |r: &[Recorded]| r.len() >= n + PHASE;
+    let with = |auth: &'static str| {
+        move |r: &[Recorded]| r.iter().any(|r| r.headers["authorization"] == auth)
+    };
+    w.upstream.wait_until("traffic flows", more(0)).await;
     // 1. Add v2; the upstream accepts both during the overlap.
     w.sm.add_version(SM_SECRET, "v2-SECRET-value-bbbb");
     w.upstream.accept_only(Some(&[V1, V2]));
@@ -386,16 +457,25 @@ async fn rotation_drill_with_continuous_traffic_has_zero_errors() {
         .status(),
         204
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    w.upstream.wait_until("v2 is in use", with(V2)).await;
     // 2. Disable v1 in the store and revoke it upstream.
     w.sm.set_enabled(SM_SECRET, 1, false);
     w.upstream.accept_only(Some(&[V2]));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let n = seen(&w);
+    w.upstream
+        .wait_until("traffic after revoking v1", more(n))
+        .await;
     // 3. Revoke without overlap: v3 replaces v2 at once; the 401 retry bridges the gap.
     w.sm.add_version(SM_SECRET, "v3-SECRET-value-cccc");
     w.upstream
         .accept_only(Some(&["Bearer v3-SECRET-value-cccc"]));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.upstream
+        .wait_until("v3 is in use", with("Bearer v3-SECRET-value-cccc"))
+        .await;
+    let n = seen(&w);
+    w.upstream
+        .wait_until("traffic after revoking v2", more(n))
+        .await;
     stop.store(true, Ordering::SeqCst);
     for worker in workers {
         worker.await.expect("worker");

@@ -7,6 +7,10 @@
 //!
 //! [`FakeJwks`] serves a JWKS and counts fetches; [`FakeUpstream`] records what it received
 //! and has a few behaviours chosen by path (slow headers, stalled body, redirect, status).
+//!
+//! Tests wait for conditions, not for times: the fakes and the captured output signal each
+//! change, and [`wait_on`] waits (with a deadline) for a condition on them. Only readiness is
+//! polled, as the binary tells it over HTTP alone; the upstream's slow paths sleep on purpose.
 
 #![allow(dead_code)]
 
@@ -19,6 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -38,6 +45,35 @@ pub const READER: &str = "reader@pipelines.iam.gserviceaccount.com";
 pub const WRITER: &str = "writer@pipelines.iam.gserviceaccount.com";
 /// Allowed nothing.
 pub const STRANGER: &str = "stranger@other.iam.gserviceaccount.com";
+
+// ------------------------------------------------------------------------------------------
+// Waiting for a condition
+
+/// Waits until `done()` holds, checking it again each time `changed` is notified (whoever
+/// changes what `done` looks at notifies it); false if it still does not after `within`.
+pub async fn wait_for(changed: &Notify, within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        // Registered before the check, so a change between the two is not missed.
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return done();
+        }
+    }
+}
+
+/// [`wait_for`], panicking naming `what` when `done` does not come to hold.
+pub async fn wait_on(changed: &Notify, within: Duration, what: &str, done: impl FnMut() -> bool) {
+    assert!(
+        wait_for(changed, within, done).await,
+        "not within {within:?}: {what}"
+    );
+}
 
 // ------------------------------------------------------------------------------------------
 // Keys and tokens
@@ -180,6 +216,8 @@ struct UpstreamState {
     started: Arc<AtomicUsize>,
     /// When set, only these `Authorization` values are accepted; others get 401.
     accept_only: Arc<Mutex<Option<Vec<String>>>>,
+    /// Notified when a request starts and when it is recorded.
+    changed: Arc<Notify>,
 }
 
 pub struct FakeUpstream {
@@ -229,10 +267,30 @@ impl FakeUpstream {
             .pop()
             .expect("the upstream received a request")
     }
+
+    /// Waits (5 s at most) until `done` holds for the requests recorded so far.
+    pub async fn wait_until(&self, what: &str, mut done: impl FnMut(&[Recorded]) -> bool) {
+        wait_on(&self.state.changed, Duration::from_secs(5), what, || {
+            done(&self.state.requests.lock().expect("lock"))
+        })
+        .await;
+    }
+
+    /// Waits (5 s at most) until `n` requests have reached the upstream (bodies read or not).
+    pub async fn wait_started(&self, n: usize) {
+        wait_on(
+            &self.state.changed,
+            Duration::from_secs(5),
+            &format!("{n} requests reached the upstream"),
+            || self.started() >= n,
+        )
+        .await;
+    }
 }
 
 async fn upstream_handler(State(state): State<UpstreamState>, request: Request) -> Response {
     state.started.fetch_add(1, Ordering::SeqCst);
+    state.changed.notify_waiters();
     let (parts, body) = request.into_parts();
     let (body, completed) = match body.collect().await {
         Ok(c) => (c.to_bytes(), true),
@@ -247,6 +305,7 @@ async fn upstream_handler(State(state): State<UpstreamState>, request: Request) 
         body: body.clone(),
         completed,
     });
+    state.changed.notify_waiters();
     if let Some(accepted) = state.accept_only.lock().expect("lock").as_ref() {
         let auth = parts
             .headers
@@ -465,23 +524,51 @@ pub const BASIC_PAYLOAD: &str = r#"{"password":"pw_SECRET_93ad"}"#;
 
 /// Captured output of a child process.
 #[derive(Clone, Default)]
-pub struct Output(Arc<Mutex<Vec<u8>>>);
+pub struct Output {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    /// Set when the process closed the stream (it exited).
+    closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Notified on every chunk and at the end.
+    changed: Arc<Notify>,
+}
 
 impl Output {
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+        String::from_utf8_lossy(&self.bytes.lock().expect("lock")).into_owned()
+    }
+
+    /// Whether the process closed the stream.
+    pub fn closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `done` holds for the text so far, or the stream is closed, or `within`
+    /// passed; returns whether `done` held.
+    pub async fn wait_until(&self, within: Duration, mut done: impl FnMut(&str) -> bool) -> bool {
+        let mut held = false;
+        wait_for(&self.changed, within, || {
+            held = done(&self.text());
+            held || self.closed()
+        })
+        .await;
+        held
     }
 
     fn pump(&self, mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<()> {
-        let sink = self.0.clone();
+        let out = self.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             loop {
                 match from.read(&mut buf) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => sink.lock().expect("lock").extend_from_slice(&buf[..n]),
+                    Ok(n) => {
+                        out.bytes.lock().expect("lock").extend_from_slice(&buf[..n]);
+                        out.changed.notify_waiters();
+                    }
                 }
             }
+            out.closed.store(true, Ordering::SeqCst);
+            out.changed.notify_waiters();
         })
     }
 }
@@ -572,22 +659,44 @@ impl TestApp {
 
     /// Parses the bound address from the "credproxy listening" log line.
     async fn wait_listening(&mut self) -> SocketAddr {
-        for _ in 0..400 {
-            let text = self.stderr.text();
-            for line in text.lines() {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
-                    && v["message"] == "credproxy listening"
-                    && let Some(a) = v["address"].as_str()
-                {
-                    return a.parse().expect("address");
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("credproxy exited with {status} before listening:\n{text}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        let mut address = None;
+        self.stderr
+            .wait_until(Duration::from_secs(10), |text| {
+                address = text.lines().find_map(|line| {
+                    let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+                    if v["message"] != "credproxy listening" {
+                        return None;
+                    }
+                    v["address"].as_str()?.parse().ok()
+                });
+                address.is_some()
+            })
+            .await;
+        if let Some(address) = address {
+            return address;
+        }
+        if self.stderr.closed() {
+            let status = self.child.wait().expect("wait");
+            panic!(
+                "credproxy exited with {status} before listening:\n{}",
+                self.stderr.text()
+            );
         }
         panic!("credproxy did not log its address:\n{}", self.stderr.text());
+    }
+
+    /// Waits (`within` at most) until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, within: Duration) {
+        if !self
+            .stderr
+            .wait_until(within, |text| text.contains(needle))
+            .await
+        {
+            panic!(
+                "the log never showed `{needle}` within {within:?}:\n{}",
+                self.stderr.text()
+            );
+        }
     }
 
     pub async fn wait_ready(&self) {
@@ -662,15 +771,21 @@ impl TestApp {
 
     /// Waits for the process to exit; returns its exit code.
     pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = tokio::time::Instant::now() + within;
+        let deadline = Instant::now() + within;
+        // It closes its output when it exits.
+        for output in [self.stdout.clone(), self.stderr.clone()] {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            output.wait_until(remaining, |_| false).await;
+        }
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.code();
             }
-            if tokio::time::Instant::now() > deadline {
+            if Instant::now() > deadline {
                 panic!("credproxy did not exit within {within:?}");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Output closed: the exit status follows at once.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -688,34 +803,64 @@ impl TestApp {
 
     /// Waits until at least `n` audit entries were written; returns them all.
     pub async fn wait_audit(&self, n: usize) -> Vec<serde_json::Value> {
-        for _ in 0..200 {
-            let entries = self.audit_entries();
-            if entries.len() >= n {
-                return entries;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("expected {n} audit entries, got:\n{}", self.stdout.text());
+        self.stdout
+            .wait_until(Duration::from_secs(4), |text| {
+                text.matches('\n').count() >= n
+            })
+            .await;
+        let entries = self.audit_entries();
+        assert!(
+            entries.len() >= n,
+            "expected {n} audit entries, got:\n{}",
+            self.stdout.text()
+        );
+        entries
     }
 
     /// The audit entry of the request with this id (waits for it).
     pub async fn audit_for(&self, request_id: &str) -> serde_json::Value {
-        for _ in 0..200 {
-            let found: Vec<_> = self
-                .audit_entries()
-                .into_iter()
-                .filter(|e| e["request_id"] == request_id)
-                .collect();
-            assert!(
-                found.len() <= 1,
-                "more than one audit entry for {request_id}"
-            );
-            if let Some(e) = found.into_iter().next() {
-                return e;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no audit entry for {request_id}:\n{}", self.stdout.text());
+        self.stdout
+            .wait_until(Duration::from_secs(4), |text| {
+                text.lines().any(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .is_ok_and(|e| e["request_id"] == request_id)
+                })
+            })
+            .await;
+        let found: Vec<_> = self
+            .audit_entries()
+            .into_iter()
+            .filter(|e| e["request_id"] == request_id)
+            .collect();
+        assert!(
+            found.len() <= 1,
+            "more than one audit entry for {request_id}"
+        );
+        found
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no audit entry for {request_id}:\n{}", self.stdout.text()))
+    }
+
+    /// Every audit entry of the requests that finished so far, without waiting a fixed time
+    /// for stragglers: sends one more request (GET `path` as [`READER`], which must be
+    /// audited), waits for its entry (written after the entry of every request that finished
+    /// before it was sent), and returns the entries before it.
+    pub async fn audit_entries_settled(&self, path: &str) -> Vec<serde_json::Value> {
+        let r = self.get_as(READER, path).await;
+        let barrier = r.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        let _ = r.bytes().await;
+        self.audit_for(&barrier).await;
+        let mut entries = self.audit_entries();
+        let at = entries
+            .iter()
+            .position(|e| e["request_id"] == barrier.as_str())
+            .expect("the barrier's entry");
+        entries.truncate(at);
+        entries
     }
 
     /// Everything the process wrote so far, stdout then stderr.

@@ -52,6 +52,8 @@ struct SmState {
 pub struct FakeSecretManager {
     pub addr: SocketAddr,
     state: Arc<Mutex<SmState>>,
+    /// Notified on every access call.
+    called: Arc<tokio::sync::Notify>,
 }
 
 impl FakeSecretManager {
@@ -63,9 +65,10 @@ impl FakeSecretManager {
             calls: HashMap::new(),
             bad_requests: Vec::new(),
         }));
+        let called = Arc::new(tokio::sync::Notify::new());
         let app = axum::Router::new()
             .fallback(handle)
-            .with_state(state.clone());
+            .with_state((state.clone(), called.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake secret manager");
@@ -73,7 +76,11 @@ impl FakeSecretManager {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeSecretManager { addr, state }
+        FakeSecretManager {
+            addr,
+            state,
+            called,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -120,6 +127,17 @@ impl FakeSecretManager {
             .unwrap_or(&0)
     }
 
+    /// Waits (`within` at most) until `secret` had at least `n` access calls.
+    pub async fn wait_calls(&self, secret: &str, n: usize, within: Duration) {
+        super::wait_on(
+            &self.called,
+            within,
+            &format!("{n} access calls for {secret}"),
+            || self.calls(secret) >= n,
+        )
+        .await;
+    }
+
     /// Requests that did not have the shape the real client sends.
     pub fn bad_requests(&self) -> Vec<String> {
         self.state.lock().expect("lock").bad_requests.clone()
@@ -136,7 +154,10 @@ fn google_error(code: u16, status: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn handle(State(state): State<Arc<Mutex<SmState>>>, request: Request) -> Response {
+async fn handle(
+    State((state, called)): State<(Arc<Mutex<SmState>>, Arc<tokio::sync::Notify>)>,
+    request: Request,
+) -> Response {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -174,6 +195,7 @@ async fn handle(State(state): State<Arc<Mutex<SmState>>>, request: Request) -> R
         *s.calls.entry(secret.clone()).or_default() += 1;
         (s.delay, s.mode.clone())
     };
+    called.notify_waiters();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
