@@ -8,11 +8,9 @@
 //! written by a dedicated thread: the request path never blocks on stdout. If the channel is
 //! ever full, the entry is dropped and counted; the first drop is logged.
 
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -22,16 +20,15 @@ use http_body::{Frame, SizeHint};
 use serde::Serialize;
 use tokio::time::Instant;
 
-/// Bytes of entries waiting for the writer thread before new ones are dropped.
-const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+mod sink;
+pub use sink::AuditSink;
+
 /// Longest `requestUrl` and `userAgent`, in bytes, the truncation marker included.
 pub const MAX_FIELD_BYTES: usize = 2048;
 /// Longest path quoted in `message` (the URL itself is in `httpRequest`).
 const MAX_MESSAGE_PATH_BYTES: usize = 256;
 /// What ends a value that was cut.
 const TRUNCATED: &str = "...[truncated]";
-/// Minimum time between two "audit queue full" errors.
-const DROP_REPORT_INTERVAL_SECONDS: u64 = 10;
 
 /// `text` cut to at most `max` bytes (on a character boundary), ending in `...[truncated]`
 /// when it was cut.
@@ -418,145 +415,6 @@ pub struct AuditConfig {
     pub project_id: Option<String>,
 }
 
-enum Msg {
-    Line(Vec<u8>),
-    Flush(mpsc::Sender<()>),
-}
-
-/// Drains the queue: writes everything queued, flushes, then sleeps briefly. Polling
-/// instead of blocking on the channel means a request enqueueing an entry never has to
-/// wake this thread (a futex syscall per request); entries wait at most `IDLE_MAX`.
-#[allow(clippy::disallowed_methods)] // a dedicated OS thread, not the async runtime
-fn write_loop(rx: &mpsc::Receiver<Msg>, out: Box<dyn Write + Send>, queued: &AtomicUsize) {
-    const IDLE_MIN: std::time::Duration = std::time::Duration::from_millis(1);
-    const IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(20);
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut idle = IDLE_MIN;
-    loop {
-        let mut wrote = false;
-        loop {
-            match rx.try_recv() {
-                Ok(Msg::Line(line)) => {
-                    let _ = out.write_all(&line);
-                    queued.fetch_sub(line.len(), Ordering::AcqRel);
-                    wrote = true;
-                }
-                Ok(Msg::Flush(ack)) => {
-                    let _ = out.flush();
-                    let _ = ack.send(());
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    let _ = out.flush();
-                    return;
-                }
-            }
-        }
-        if wrote {
-            let _ = out.flush();
-            idle = IDLE_MIN;
-        } else {
-            idle = (idle * 2).min(IDLE_MAX);
-        }
-        std::thread::sleep(idle);
-    }
-}
-
-/// The writer of audit lines: a bounded queue drained by a dedicated thread.
-#[derive(Clone)]
-pub struct AuditSink {
-    tx: mpsc::Sender<Msg>,
-    config: Arc<AuditConfig>,
-    dropped: Arc<AtomicU64>,
-    /// Bytes of entries queued and not yet written.
-    queued: Arc<AtomicUsize>,
-    /// When (seconds since the sink started, plus one) the last drop was reported.
-    reported: Arc<AtomicU64>,
-    started: Instant,
-    /// Set at the drain deadline: requests cut from then on are audited as `shutdown`.
-    shutting_down: Arc<AtomicBool>,
-}
-
-impl AuditSink {
-    /// Starts the writer thread over `out` (stdout in production).
-    pub fn start(config: AuditConfig, out: Box<dyn Write + Send>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<Msg>();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let writer_queued = queued.clone();
-        std::thread::Builder::new()
-            .name("credproxy-audit".to_string())
-            .spawn(move || write_loop(&rx, out, &writer_queued))?;
-        Ok(AuditSink {
-            tx,
-            config: Arc::new(config),
-            dropped: Arc::default(),
-            queued,
-            reported: Arc::default(),
-            started: Instant::now(),
-            shutting_down: Arc::default(),
-        })
-    }
-
-    /// From now on, a request whose future is dropped before it answered was cut by the
-    /// drain deadline (503 `shutdown`), not by its caller.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
-    }
-
-    /// Entries dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Writes one entry without blocking.
-    pub fn write(&self, entry: &AuditEntry) {
-        // Entries are 600-900 bytes: one allocation, no regrowth.
-        let mut line = Vec::with_capacity(1024);
-        if let Err(err) = serde_json::to_writer(&mut line, entry) {
-            tracing::error!(error = %err, "cannot serialise an audit entry");
-            return;
-        }
-        line.push(b'\n');
-        let len = line.len();
-        let fits = self.queued.fetch_add(len, Ordering::AcqRel) + len <= QUEUE_BYTES;
-        if !fits || self.tx.send(Msg::Line(line)).is_err() {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::metrics().audit_dropped.inc();
-            self.report_drop();
-        }
-    }
-
-    /// An ERROR about dropped entries, at most once per 10 s.
-    fn report_drop(&self) {
-        let now = self.started.elapsed().as_secs() + 1;
-        let last = self.reported.load(Ordering::Relaxed);
-        if (last == 0 || now >= last + DROP_REPORT_INTERVAL_SECONDS)
-            && self
-                .reported
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::error!(
-                dropped_total = self.dropped(),
-                "audit queue full (64 MiB waiting for stdout): audit entries are being dropped (counted in credproxy_audit_dropped_total)"
-            );
-        }
-    }
-
-    /// Waits (off the runtime) until everything queued so far is written.
-    pub async fn flush(&self) {
-        let (ack_tx, ack_rx) = mpsc::channel();
-        let tx = self.tx.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if tx.send(Msg::Flush(ack_tx)).is_ok() {
-                let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(2));
-            }
-        })
-        .await;
-    }
-}
-
 /// A request's audit entry from the moment it enters the pipeline: written exactly once,
 /// by [`AuditGuard::finish`] (the response is over), or when the guard is dropped without
 /// it (the request future was dropped: the caller went away before the response started,
@@ -910,7 +768,7 @@ mod tests {
             (1000..=1030).contains(&written),
             "{written} entries before a drop"
         );
-        assert!(sink.queued.load(Ordering::Acquire) <= QUEUE_BYTES);
+        assert!(sink.queued.load(Ordering::Acquire) <= sink::QUEUE_BYTES);
         sink.write(&entry);
         assert_eq!(sink.dropped(), 2);
         drop(release);

@@ -15,6 +15,7 @@
 //! content through `Debug`, and no error here carries a value.
 
 mod env;
+mod error;
 pub mod events;
 mod file;
 pub mod reference;
@@ -32,39 +33,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{Config, SecretsSettings};
+pub use error::SecretError;
 pub use reference::SecretRef;
 use secret_manager::{SecretManager, StoreFailure, Urgency};
-
-/// Why a credential could not be resolved. Messages name the secret, never its value.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SecretError {
-    /// The source has no value (unset variable, unreadable file, missing secret).
-    #[error("secret {resource} is not available: {detail}")]
-    Unavailable {
-        /// The reference without version.
-        resource: String,
-        /// What went wrong, without the value.
-        detail: String,
-    },
-    /// Secret Manager did not give a value.
-    #[error("secret {resource} cannot be read from Secret Manager: {failure}")]
-    Store {
-        /// The reference without version.
-        resource: String,
-        /// Why.
-        failure: StoreFailure,
-    },
-    /// Every refresh failed for longer than `cache_ttl_seconds + max_stale_seconds`.
-    #[error(
-        "secret {resource} could not be refreshed for {age_seconds} s (more than cache_ttl_seconds + max_stale_seconds); its last value is no longer served"
-    )]
-    Stale {
-        /// The reference without version.
-        resource: String,
-        /// Age of the last good value.
-        age_seconds: u64,
-    },
-}
 
 /// A raw secret value as read from its source, with when it was read.
 pub struct Fetched {
