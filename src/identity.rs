@@ -19,7 +19,6 @@ use arc_swap::ArcSwap;
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
-use tokio::time::Instant;
 
 use crate::config::IdentitySettings;
 
@@ -189,7 +188,7 @@ pub struct Verifier {
     http: reqwest::Client,
     keys: ArcSwap<KeySet>,
     ready: AtomicBool,
-    refetch_gate: tokio::sync::Mutex<Option<Instant>>,
+    refetch_gate: crate::flight::Gate,
     /// Caller tokens that verified, by a keyed hash of their bytes.
     verified: moka::sync::Cache<u64, Arc<Verified>>,
     /// Randomly seeded per process. foldhash rather than SipHash: a token is ~1 KB, hashed
@@ -220,7 +219,7 @@ impl Verifier {
             http,
             keys: ArcSwap::from_pointee(KeySet::default()),
             ready: AtomicBool::new(false),
-            refetch_gate: tokio::sync::Mutex::new(None),
+            refetch_gate: crate::flight::Gate::default(),
             verified: moka::sync::Cache::builder()
                 .max_capacity(VERIFIED_CACHE_CAPACITY)
                 .time_to_live(Duration::from_secs(3600 + 300))
@@ -491,20 +490,17 @@ impl Verifier {
         if keys.keys.contains_key(kid) {
             return Ok(keys);
         }
-        let mut last = self.refetch_gate.lock().await;
-        // Another request may have refetched while this one waited.
-        let keys = self.keys.load_full();
-        if keys.keys.contains_key(kid) {
-            return Ok(keys);
+        // One refetch at a time (the others wait for it, at most the fetch timeout), at most
+        // one per interval; no lock is held while it runs.
+        match self.refetch_gate.turn(UNKNOWN_KID_REFETCH_INTERVAL) {
+            crate::flight::Turn::Lead(_leader) => {
+                if let Err(err) = self.refresh().await {
+                    tracing::warn!(error = %err, "JWKS refetch for an unknown kid failed");
+                }
+            }
+            crate::flight::Turn::Wait(done) => crate::flight::wait(done, FETCH_TIMEOUT).await,
+            crate::flight::Turn::Refused => {}
         }
-        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL) {
-            return Err(self.unknown_key_error());
-        }
-        *last = Some(Instant::now());
-        if let Err(err) = self.refresh().await {
-            tracing::warn!(error = %err, "JWKS refetch for an unknown kid failed");
-        }
-        drop(last);
         let keys = self.keys.load_full();
         if keys.keys.contains_key(kid) {
             Ok(keys)

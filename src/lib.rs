@@ -17,6 +17,7 @@
 //! | 0 | `limit` | per-caller and per-route GCRA limiters |
 //! | 0 | `scrub` | finding the injected value in responses |
 //! | 0 | `metrics` | the Prometheus registry and handles |
+//! | 0 | `flight` | one refresh at a time, no lock held across its I/O |
 //! | 0 | `telemetry` | operational logs and `error_chain` |
 //! | 0 | `raw` | deserialising a value into its `Raw*` struct: every unknown key, a type error's key |
 //! | 0 | `secrets::reference` | `SecretRef`, a secret reference as written |
@@ -63,6 +64,7 @@ pub mod dev;
 pub mod error;
 pub mod events;
 pub mod explain;
+pub mod flight;
 pub mod headers;
 pub mod identity;
 pub mod inject;

@@ -91,6 +91,9 @@ pub const REQUEST_WAKE_INTERVAL: Duration = Duration::from_secs(5);
 pub const ROTATION_REMINDER_INTERVAL: Duration = Duration::from_secs(300);
 /// Minimum time between two store reads of one secret caused by upstream 401s.
 pub const UNAUTHORIZED_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a request that got a 401 waits for another request's store read of the same
+/// secret before it gives up on a replay.
+const UNAUTHORIZED_WAIT: Duration = Duration::from_secs(5);
 /// How often the same store failure of one secret is logged.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -102,9 +105,9 @@ pub struct SecretEntry {
     /// `projects/NUMBER/secrets/ID`, learned from the first access.
     canonical: ArcSwapOption<String>,
     wake: Notify,
-    /// Serialises 401-triggered store reads: a request waiting here sees the value the
-    /// previous one found.
-    unauthorized_gate: tokio::sync::Mutex<Option<Instant>>,
+    /// 401-triggered store reads, one at a time: a request waiting for one sees the value
+    /// it found.
+    unauthorized_gate: crate::flight::Gate,
     last_event: Mutex<Option<Instant>>,
     last_failure_log: Mutex<Option<(String, Instant)>>,
     /// Rotation reminders (`SECRET_ROTATE`) logged at most once per interval.
@@ -150,7 +153,7 @@ impl SecretEntry {
             current: ArcSwapOption::empty(),
             canonical: ArcSwapOption::empty(),
             wake: Notify::new(),
-            unauthorized_gate: tokio::sync::Mutex::new(None),
+            unauthorized_gate: crate::flight::Gate::default(),
             last_event: Mutex::new(None),
             last_failure_log: Mutex::new(None),
             last_rotation_reminder: Mutex::new(None),
@@ -626,24 +629,22 @@ impl SecretStore {
         {
             return Some(current);
         }
-        let mut last = entry.unauthorized_gate.lock().await;
-        // Another request may have found a newer value while this one waited.
-        if let Some(current) = entry.current.load_full()
-            && differs(&current)
-        {
-            return Some(current);
-        }
-        if last.is_some_and(|t| t.elapsed() < UNAUTHORIZED_CHECK_INTERVAL) {
-            return None;
-        }
-        *last = Some(Instant::now());
-        match self.fetch(entry, Urgency::Request).await {
-            Ok(fetched) if differs(&fetched) => Some(self.install(entry, fetched).await),
-            Ok(_) => None,
-            Err(err) => {
-                self.log_failure(entry, &err);
-                None
+        // One store read at a time per secret, at most one per interval; the others wait for
+        // it (bounded) and then look at what it installed. No lock is held while it runs.
+        match entry.unauthorized_gate.turn(UNAUTHORIZED_CHECK_INTERVAL) {
+            crate::flight::Turn::Lead(_leader) => match self.fetch(entry, Urgency::Request).await {
+                Ok(fetched) if differs(&fetched) => Some(self.install(entry, fetched).await),
+                Ok(_) => None,
+                Err(err) => {
+                    self.log_failure(entry, &err);
+                    None
+                }
+            },
+            crate::flight::Turn::Wait(done) => {
+                crate::flight::wait(done, UNAUTHORIZED_WAIT).await;
+                entry.current.load_full().filter(|c| differs(c))
             }
+            crate::flight::Turn::Refused => None,
         }
     }
 
