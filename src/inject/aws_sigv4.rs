@@ -192,13 +192,7 @@ impl AwsSigV4Spec {
             },
             Self::validate,
         )
-        .map_err(|problems| {
-            problems
-                .into_iter()
-                .map(|p| p.message)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        .map_err(|problems| super::joined(&problems))
     }
 
     /// Validates an `inject.aws_sigv4` block: `service` and `region` are both required and

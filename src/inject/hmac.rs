@@ -261,13 +261,7 @@ impl HmacSpec {
             |key| SpecProblem::new(key, type_message(key)),
             Self::validate,
         )
-        .map_err(|problems| {
-            problems
-                .into_iter()
-                .map(|p| p.message)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        .map_err(|problems| super::joined(&problems))
     }
 
     /// Validates an `inject.hmac` block: either `{ preset: NAME }` alone, or `{ header,

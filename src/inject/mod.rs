@@ -150,6 +150,15 @@ impl fmt::Display for SpecProblem {
     }
 }
 
+/// The messages of `problems` in one line, for the `from_raw` conveniences.
+pub(crate) fn joined(problems: &[SpecProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Injection {
     /// Validates an `inject:` block; problems carry key paths below `inject`.
     pub fn parse(raw: RawInject) -> Result<Injection, Vec<SpecProblem>> {

@@ -207,13 +207,7 @@ impl Reflector {
                 }
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = spawn(app).await;
         Reflector { addr, seen }
     }
 }
@@ -794,13 +788,7 @@ async fn token_endpoint(expires_in: u64, later_delay: Duration) -> Tokens {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = spawn(app).await;
     Tokens {
         url: format!("http://{addr}/token"),
         mints,

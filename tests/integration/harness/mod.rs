@@ -435,7 +435,8 @@ async fn upstream_handler(State(state): State<UpstreamState>, request: Request) 
     }
 }
 
-async fn spawn(app: axum::Router) -> SocketAddr {
+/// Serves `app` on a free loopback port; returns the address.
+pub async fn spawn(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind fake");
