@@ -65,6 +65,9 @@ pub enum ProxyError {
     /// 503: the credential cannot be resolved, or its value cannot be injected.
     #[error("{0}")]
     CredentialUnavailable(#[from] CredentialError),
+    /// 503: shared rate limits with `on_backend_failure: closed` while Redis fails.
+    #[error("the shared rate limiter is unavailable; retry after a moment")]
+    RateLimiterUnavailable,
     /// 503: too many requests in flight.
     #[error("credproxy is at its limit of requests in flight; retry after a moment")]
     Overloaded,
@@ -120,9 +123,9 @@ impl ProxyError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ProxyError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
-            ProxyError::CredentialUnavailable(_) | ProxyError::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::CredentialUnavailable(_)
+            | ProxyError::Overloaded
+            | ProxyError::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -144,6 +147,7 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable => "upstream_unreachable",
             ProxyError::CredentialUnavailable(_) => "credential_unavailable",
             ProxyError::Overloaded => "overloaded",
+            ProxyError::RateLimiterUnavailable => "rate_limiter_unavailable",
             ProxyError::UpstreamTimeout(_) => "upstream_timeout",
         }
     }
@@ -185,7 +189,9 @@ impl ProxyError {
             ProxyError::Unauthenticated(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ProxyError::Overloaded | ProxyError::CallerConcurrency(_) => {
+            ProxyError::Overloaded
+            | ProxyError::CallerConcurrency(_)
+            | ProxyError::RateLimiterUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ProxyError::RateLimited(l) => {
@@ -241,6 +247,11 @@ mod tests {
                 "credential_unavailable",
             ),
             (ProxyError::Overloaded, 503, "overloaded"),
+            (
+                ProxyError::RateLimiterUnavailable,
+                503,
+                "rate_limiter_unavailable",
+            ),
             (ProxyError::UpstreamTimeout(30), 504, "upstream_timeout"),
         ];
         for (err, status, code) in cases {

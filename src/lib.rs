@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | 0 | `headers` | the request id, the client address, the header tables credproxy owns |
 //! | 0 | `policy` | path normalisation, patterns, decoys, `authorize_request` (no I/O: serve and explain share it) |
-//! | 0 | `limit` | per-caller and per-route GCRA limiters |
+//! | 0 | `limit` | per-caller and per-route GCRA limiters; the shared limits' keys, memo and breaker (`limit::shared`) |
 //! | 0 | `scrub` | finding the injected value in responses |
 //! | 0 | `metrics` | the Prometheus registry and handles |
 //! | 0 | `flight` | one refresh at a time, no lock held across its I/O |
@@ -27,6 +27,7 @@
 //! | 3 | `identity` | JWKS cache and ID-token verification |
 //! | 3 | `secrets` | the store: sources (Secret Manager, env, file), cache, refreshers |
 //! | 3 | `upstream` | the data-plane and control-plane clients, mutual TLS |
+//! | 3 | `limit::redis` | shared rate limits in Redis: the script, the connections, the failure modes |
 //! | 3 | `audit` | the audit entry, its writer and the body that completes it |
 //! | 4 | `credential` | a route's live credential: resolve, mint, after an upstream 401 |
 //! | 5 | `error` | `ProxyError`: the SPEC's status table, `From` each stage's error |
@@ -48,7 +49,7 @@
 //! | authenticate | `identity.rs` | verify the bearer token, before anything about routes is said | 401 `unauthenticated` |
 //! | route | `policy.rs`, `state.rs` | origin-form target, normalise the path, find the route | 400 `bad_request`, 404 `unknown_route` |
 //! | authorize | `policy.rs` | decoys, source ranges, expired grants, the rules (default deny) | 403 `forbidden` |
-//! | limit | `limit.rs` | per caller and per route | 429 `rate_limited` |
+//! | limit | `limit.rs`, `limit/redis.rs` | per caller and per route, in memory or shared in Redis | 429 `rate_limited`, 503 `rate_limiter_unavailable` |
 //! | resolve | `credential.rs` | the route's current credential (and OAuth2 token) | 503 `credential_unavailable` |
 //! | rewrite | `proxy/rewrite.rs`, `inject/` | body plan, upstream URL, clean headers, inject, sign | 413 `body_too_large` |
 //! | forward | `proxy/forward.rs` | stream to the upstream and back, scrub; one replay after a 401 | 502, 504 |
@@ -172,9 +173,16 @@ pub async fn run(
                 for route in app.routes.values() {
                     route.limits.evict_idle();
                 }
+                if let Some(shared) = &app.shared_limits {
+                    shared.sweep();
+                }
             }
         }
     });
+    if let Some(shared) = app.shared_limits.clone() {
+        // Tells at once whether Redis answers; never holds up readiness.
+        tokio::spawn(async move { shared.warm().await });
+    }
     let refresher = tokio::spawn(verifier.run_refresher());
     store.spawn_refreshers();
     for route in app.routes.values() {

@@ -53,6 +53,8 @@
 //! pipeline's share per instance.
 
 pub mod concurrency;
+pub mod redis;
+pub mod shared;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

@@ -192,12 +192,51 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let backend = BACKEND.get().map(|(registry, _)| registry);
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| backend.map_or(Ok(()), |r| encode_registry(&mut out, r)))
+            .and_then(|()| encode_eof(&mut out));
+        if encoded.is_err() {
             out.clear();
         }
         out
     }
+}
+
+/// The shared rate limiter's metrics, exported only once [`rate_limit_backend`] was called
+/// (`rate_limits.backend: redis`).
+#[derive(Debug)]
+pub struct BackendMetrics {
+    /// Failed Redis calls (calls the breaker skipped are not counted).
+    pub errors: Counter,
+    /// 1 while the last call succeeded, 0 after a failure (or before any answer).
+    pub up: Gauge<i64, AtomicI64>,
+}
+
+static BACKEND: std::sync::OnceLock<(Registry, BackendMetrics)> = std::sync::OnceLock::new();
+
+/// The shared rate limiter's metrics; the first call adds them to the exposition.
+pub fn rate_limit_backend() -> &'static BackendMetrics {
+    &BACKEND
+        .get_or_init(|| {
+            let mut registry = Registry::with_prefix("credproxy");
+            let errors = Counter::default();
+            registry.register(
+                "rate_limit_backend_errors",
+                "Failed calls to the shared rate-limit backend (calls skipped by the breaker are not counted)",
+                errors.clone(),
+            );
+            let up = Gauge::default();
+            registry.register(
+                "rate_limit_backend_up",
+                "1 while the shared rate-limit backend answers, else 0",
+                up.clone(),
+            );
+            (registry, BackendMetrics { errors, up })
+        })
+        .1
 }
 
 /// Handles for one route, created once so the request path only increments atomics.

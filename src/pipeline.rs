@@ -113,7 +113,7 @@ pub async fn pipeline(
     let caller = authenticate(app, cx, &parts).await?;
     let (route, target) = route(app, cx, &parts)?;
     authorize(app, cx, route, &caller, &parts, &target)?;
-    holds.caller = Some(limit(app, route, &caller)?);
+    holds.caller = Some(limit(app, route, &caller, thread).await?);
     let (mut resolved, mut minted) = resolve(route, cx).await?;
     let body = proxy::rewrite::body_plan(
         &route.spec,
@@ -225,15 +225,32 @@ fn authorize(
     Ok(())
 }
 
-/// limit: the caller's requests in flight, then its rate and the route's, before the store
-/// or the upstream is contacted (429). The slot is held until the response is over.
-fn limit(app: &App, route: &RouteRuntime, caller: &Caller) -> Result<Slot, ProxyError> {
+/// limit: the caller's requests in flight, then its rate and the route's, in memory or
+/// shared in Redis (`rate_limits`), before the store or the upstream is contacted (429, or
+/// 503 with `on_backend_failure: closed`). The slot is held until the response is over.
+async fn limit(
+    app: &App,
+    route: &RouteRuntime,
+    caller: &Caller,
+    thread: Option<ServingThread>,
+) -> Result<Slot, ProxyError> {
+    use crate::limit::redis::Refusal;
     let slot = app
         .concurrency
         .acquire(&caller.email)
         .map_err(ProxyError::CallerConcurrency)?;
-    let Err(limited) = route.limits.check(&caller.email) else {
-        return Ok(slot);
+    let verdict = match &app.shared_limits {
+        Some(shared) => {
+            shared
+                .check(&route.spec.name, &caller.email, thread.map_or(0, |t| t.0))
+                .await
+        }
+        None => route.limits.check(&caller.email).map_err(Refusal::Limited),
+    };
+    let limited = match verdict {
+        Ok(()) => return Ok(slot),
+        Err(Refusal::Unavailable) => return Err(ProxyError::RateLimiterUnavailable),
+        Err(Refusal::Limited(limited)) => limited,
     };
     let scope = match limited.scope {
         crate::limit::LimitScope::Caller => "caller",

@@ -59,6 +59,8 @@ pub struct App {
     clients: Vec<crate::upstream::UpstreamClient>,
     /// Where audit entries go.
     pub audit: AuditSink,
+    /// Shared rate limits (`rate_limits.backend: redis`); `None`: each route's `limits`.
+    pub shared_limits: Option<Arc<crate::limit::redis::SharedLimits>>,
     /// Requests in flight per caller (`server.max_in_flight_per_caller`).
     pub concurrency: Arc<crate::limit::concurrency::Concurrency>,
     /// How long SIGTERM waits for in-flight requests before cutting them.
@@ -133,6 +135,18 @@ impl App {
             .map_err(crate::StartError::UpstreamClient)?;
         let concurrency =
             crate::limit::concurrency::Concurrency::new(config.server.max_in_flight_per_caller);
+        let shared_limits = match &config.rate_limits.redis {
+            None => None,
+            Some(settings) => Some(Arc::new(
+                crate::limit::redis::SharedLimits::new(
+                    settings,
+                    &config.routes,
+                    secrets.clone(),
+                    threads,
+                )
+                .map_err(crate::StartError::Setting)?,
+            )),
+        };
         Ok(App {
             client,
             clients,
@@ -142,6 +156,7 @@ impl App {
             config,
             audit,
             concurrency,
+            shared_limits,
             drain_timeout: DRAIN_TIMEOUT,
             in_flight: Arc::new(AtomicUsize::new(0)),
             body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),

@@ -20,6 +20,7 @@
 //! against the `env.rs` loader on top).
 
 mod load;
+mod rate_limits;
 mod raw;
 mod route;
 mod validate;
@@ -131,6 +132,8 @@ pub struct Config {
     pub events: Option<EventsSettings>,
     /// The metrics endpoint.
     pub metrics: MetricsSettings,
+    /// Where `rate_limit` and `route_rate_limit` are counted (`rate_limits:`).
+    pub rate_limits: RateLimitsSettings,
     /// Honeytoken routes and callers.
     pub decoys: Decoys,
     /// Routes, sorted by name.
@@ -191,6 +194,41 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
     /// On the main port, only these verified callers may read it.
     pub callers: Vec<CallerPattern>,
+}
+
+/// `rate_limits:` settings.
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitsSettings {
+    /// `backend: redis`: the shared store; `None` is `backend: local` (per instance).
+    pub redis: Option<RedisSettings>,
+}
+
+/// `rate_limits.redis` (with `backend: redis`), `on_backend_failure` and `max_instances`.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL, without credentials.
+    pub url: Url,
+    /// The AUTH string, from a secret.
+    pub auth: Option<SecretRef>,
+    /// The only CA trusted for `rediss://`, from a secret.
+    pub ca_bundle: Option<SecretRef>,
+    /// Bounds the whole Redis exchange of one request.
+    pub timeout: Duration,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// What requests get while Redis fails.
+    pub on_backend_failure: crate::limit::shared::FailureMode,
+    /// Instances sharing the limits (required with `on_backend_failure: local`; else 1).
+    pub max_instances: u32,
+}
+
+impl RedisSettings {
+    /// The secret references, AUTH first.
+    pub fn references(&self) -> impl Iterator<Item = &SecretRef> {
+        [self.auth.as_ref(), self.ca_bundle.as_ref()]
+            .into_iter()
+            .flatten()
+    }
 }
 
 /// `events:` settings.

@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default, deserialize_with = "null_as_default")]
     pub(super) decoys: RawDecoys,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(super) rate_limits: RawRateLimits,
     pub(super) identity: Option<RawIdentity>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub(super) secrets: RawSecrets,
@@ -57,6 +59,23 @@ pub(super) struct RawMetrics {
     pub(super) listen: Option<String>,
     #[serde(default)]
     pub(super) callers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRateLimits {
+    pub(super) backend: Option<String>,
+    pub(super) redis: Option<RawRedis>,
+    pub(super) on_backend_failure: Option<String>,
+    pub(super) max_instances: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRedis {
+    pub(super) url: Option<String>,
+    pub(super) auth: Option<String>,
+    pub(super) ca_bundle: Option<String>,
+    pub(super) timeout_ms: Option<i64>,
+    pub(super) key_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

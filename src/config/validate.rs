@@ -81,6 +81,7 @@ impl Validator<'_> {
 
         let server = self.server(&raw.server);
         let metrics = self.metrics(&raw.metrics);
+        let rate_limits = self.rate_limits(raw.rate_limits);
         let decoys = self.decoys(&raw.decoys, &raw.routes);
         let events = raw.events.map(|e| self.events(e));
         let identity = match raw.identity {
@@ -117,6 +118,7 @@ impl Validator<'_> {
             secrets,
             events: events.flatten(),
             metrics,
+            rate_limits,
             decoys,
             routes,
         })

@@ -210,6 +210,14 @@ pub enum BuildError {
         /// What failed.
         source: SecretError,
     },
+    /// A secret of a setting outside routes (`rate_limits.redis.auth`) is missing.
+    #[error("{key}: {source}")]
+    Setting {
+        /// The setting's key path.
+        key: String,
+        /// What failed.
+        source: SecretError,
+    },
     /// The Secret Manager client could not be built.
     #[error("{0}")]
     SecretManager(String),
@@ -239,7 +247,8 @@ impl SecretStore {
             std::iter::once(&r.credential.secret)
                 .chain(r.upstream_tls.iter().flat_map(|t| t.references()))
                 .any(|s| matches!(s, SecretRef::SecretManager { .. }))
-        });
+        }) || rate_limit_references(config)
+            .any(|s| matches!(s, SecretRef::SecretManager { .. }));
         let secret_manager = if needs_sm {
             Some(
                 SecretManager::connect(
@@ -279,6 +288,37 @@ impl SecretStore {
             if let Some(initial) = initial {
                 let fetched = initial.map_err(|detail| BuildError::Secret {
                     route: route.name.clone(),
+                    source: SecretError::Unavailable {
+                        resource: reference.resource(),
+                        detail,
+                    },
+                })?;
+                entry.current.store(Some(Arc::new(fetched)));
+            }
+            entries.insert(key, entry);
+        }
+        // The shared rate limiter's AUTH string and CA: read and refreshed like credentials.
+        for reference in rate_limit_references(config) {
+            let key = reference_key(reference);
+            if entries.contains_key(&key) {
+                continue;
+            }
+            let entry = Arc::new(SecretEntry::new(reference.clone(), key.clone()));
+            let initial = match reference {
+                SecretRef::Env(name) => Some(
+                    env::read(name, env)
+                        .map(|v| Fetched::new(v.expose_secret().as_bytes().to_vec(), None)),
+                ),
+                SecretRef::File(path) => Some(
+                    file::read(path)
+                        .await
+                        .map(|v| Fetched::new(v.expose_secret().as_bytes().to_vec(), None)),
+                ),
+                SecretRef::SecretManager { .. } => None,
+            };
+            if let Some(initial) = initial {
+                let fetched = initial.map_err(|detail| BuildError::Setting {
+                    key: "rate_limits.redis".to_string(),
                     source: SecretError::Unavailable {
                         resource: reference.resource(),
                         detail,
@@ -681,6 +721,15 @@ impl SecretEntry {
 fn is_older(new: &Fetched, old: &Fetched) -> bool {
     let number = |f: &Fetched| f.version.as_deref().and_then(|v| v.parse::<u64>().ok());
     matches!((number(new), number(old)), (Some(n), Some(o)) if n < o)
+}
+
+/// The secret references of `rate_limits.redis` (AUTH string, CA bundle).
+fn rate_limit_references(config: &Config) -> impl Iterator<Item = &SecretRef> {
+    config
+        .rate_limits
+        .redis
+        .iter()
+        .flat_map(|r| r.references())
 }
 
 fn reference_key(reference: &SecretRef) -> String {
