@@ -213,7 +213,11 @@ impl Validator<'_> {
 /// `172.16.0.0/12`, `192.168.0.0/16`, `100.64.0.0/10`, `fc00::/7`).
 fn plaintext_allowed(url: &Url) -> bool {
     let ip = match url.host() {
-        Some(url::Host::Domain(d)) => return d.eq_ignore_ascii_case("localhost"),
+        // redis:// is not a special scheme: the URL parser leaves an IPv4 host as text.
+        Some(url::Host::Domain(d)) => match d.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => return d.eq_ignore_ascii_case("localhost"),
+        },
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
         None => return false,
@@ -266,7 +270,9 @@ mod tests {
 
     #[test]
     fn defaults_and_a_full_block() {
-        let s = settings("rate_limits: { backend: redis, redis: { url: \"redis://127.0.0.1:6379\" }, max_instances: 3 }\n");
+        let s = settings(
+            "rate_limits: { backend: redis, redis: { url: \"redis://127.0.0.1:6379\" }, max_instances: 3 }\n",
+        );
         assert_eq!(s.timeout.as_millis(), 20);
         assert_eq!(s.key_prefix, "credproxy:");
         assert_eq!(s.on_backend_failure.as_str(), "local");
@@ -277,9 +283,12 @@ mod tests {
         assert_eq!(s.on_backend_failure.as_str(), "closed");
         assert_eq!(s.max_instances, 1, "not needed unless local");
         assert_eq!(s.references().count(), 2);
-        let local = parse(&format!("{BASE}rate_limits: {{ backend: local }}\n"), &|_| None)
-            .expect("local")
-            .0;
+        let local = parse(
+            &format!("{BASE}rate_limits: {{ backend: local }}\n"),
+            &|_| None,
+        )
+        .expect("local")
+        .0;
         assert!(local.rate_limits.redis.is_none());
     }
 
@@ -321,7 +330,10 @@ mod tests {
     #[test]
     fn every_problem_is_named_by_its_key() {
         let cases = [
-            ("rate_limits: { backend: memcached }\n", "rate_limits.backend"),
+            (
+                "rate_limits: { backend: memcached }\n",
+                "rate_limits.backend",
+            ),
             (
                 "rate_limits: { backend: redis, max_instances: 2 }\n",
                 "rate_limits.redis.url",

@@ -117,9 +117,8 @@ impl SharedLimits {
             .iter()
             .filter(|r| r.rate_limit.is_some() || r.route_rate_limit.is_some())
             .map(|r| {
-                let fallback = (settings.on_backend_failure == FailureMode::Local).then(|| {
-                    RouteLimits::new(share(r.rate_limit), share(r.route_rate_limit))
-                });
+                let fallback = (settings.on_backend_failure == FailureMode::Local)
+                    .then(|| RouteLimits::new(share(r.rate_limit), share(r.route_rate_limit)));
                 (
                     r.name.clone(),
                     Route {
@@ -229,7 +228,10 @@ impl SharedLimits {
         match self.client.ping().await {
             Ok(()) => {
                 self.answered();
-                tracing::info!(timeout_ms = self.client.timeout().as_millis() as u64, "rate-limit backend answers");
+                tracing::info!(
+                    timeout_ms = self.client.timeout().as_millis() as u64,
+                    "rate-limit backend answers"
+                );
             }
             Err(failure) => self.failed(&failure, false),
         }

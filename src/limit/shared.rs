@@ -260,16 +260,25 @@ mod tests {
     #[test]
     fn keys_share_the_route_hash_tag_and_hide_the_email() {
         let email = "daily-sales@acme.iam.gserviceaccount.com";
-        assert_eq!(route_key("credproxy:", "stripe"), "credproxy:{stripe}:route");
+        assert_eq!(
+            route_key("credproxy:", "stripe"),
+            "credproxy:{stripe}:route"
+        );
         let key = caller_key("credproxy:", "stripe", email);
         assert!(key.starts_with("credproxy:{stripe}:caller:"), "{key}");
         let hex = key.rsplit(':').next().expect("hex");
         assert_eq!(hex.len(), 16);
-        assert!(hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_uppercase()));
+        assert!(
+            hex.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_uppercase())
+        );
         assert!(!key.contains("daily-sales") && !key.contains('@'));
         // SHA-256("a@b") starts with these bytes.
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"a@b");
-        let want: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let want: String = digest.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(caller_key("", "r", "a@b"), format!("{{r}}:caller:{want}"));
         assert_ne!(caller_key("", "r", "a@b"), caller_key("", "r", "a@c"));
     }
@@ -302,9 +311,16 @@ mod tests {
         memo.hold("k", now, Duration::from_millis(1500));
         assert_eq!(memo.wait("k", now), Some(Duration::from_millis(1500)));
         tokio::time::advance(Duration::from_millis(1000)).await;
-        assert_eq!(memo.wait("k", Instant::now()), Some(Duration::from_millis(500)));
+        assert_eq!(
+            memo.wait("k", Instant::now()),
+            Some(Duration::from_millis(500))
+        );
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert_eq!(memo.wait("k", Instant::now()), None, "admitted again at the time");
+        assert_eq!(
+            memo.wait("k", Instant::now()),
+            None,
+            "admitted again at the time"
+        );
         memo.sweep(Instant::now());
         assert!(memo.is_empty());
     }
@@ -328,7 +344,11 @@ mod tests {
         assert_eq!(b.gate(now), Gate::Probe, "one probe after 1 s");
         assert_eq!(b.gate(now), Gate::Skip, "and only one");
         b.failure(now, true);
-        assert_eq!(b.gate(now), Gate::Skip, "a failed probe starts another second");
+        assert_eq!(
+            b.gate(now),
+            Gate::Skip,
+            "a failed probe starts another second"
+        );
         tokio::time::advance(BREAKER_OPEN).await;
         assert_eq!(b.gate(Instant::now()), Gate::Probe);
         assert!(b.success(), "it had been failing");

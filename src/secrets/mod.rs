@@ -18,6 +18,7 @@ mod env;
 mod error;
 pub mod events;
 mod file;
+mod initial;
 pub mod reference;
 pub mod secret_manager;
 
@@ -34,6 +35,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, SecretsSettings};
 pub use error::SecretError;
+use initial::{initial_value, rate_limit_references, start_failure};
 pub use reference::SecretRef;
 use secret_manager::{SecretManager, StoreFailure, Urgency};
 
@@ -262,68 +264,25 @@ impl SecretStore {
             None
         };
         let mut entries: HashMap<String, Arc<SecretEntry>> = HashMap::new();
-        let references = config.routes.iter().flat_map(|route| {
-            std::iter::once(&route.credential.secret)
-                .chain(route.upstream_tls.iter().flat_map(|t| t.references()))
-                .map(move |r| (route, r))
-        });
+        // Route credentials and materials, then the shared rate limiter's AUTH string and
+        // CA (`None`): all read and refreshed alike.
+        let references = config
+            .routes
+            .iter()
+            .flat_map(|route| {
+                std::iter::once(&route.credential.secret)
+                    .chain(route.upstream_tls.iter().flat_map(|t| t.references()))
+                    .map(move |r| (Some(route), r))
+            })
+            .chain(rate_limit_references(config).map(|r| (None, r)));
         for (route, reference) in references {
             let key = reference_key(reference);
             if entries.contains_key(&key) {
                 continue;
             }
             let entry = Arc::new(SecretEntry::new(reference.clone(), key.clone()));
-            let initial = match reference {
-                SecretRef::Env(name) => Some(
-                    env::read(name, env)
-                        .map(|v| Fetched::new(v.expose_secret().as_bytes().to_vec(), None)),
-                ),
-                SecretRef::File(path) => Some(
-                    file::read(path)
-                        .await
-                        .map(|v| Fetched::new(v.expose_secret().as_bytes().to_vec(), None)),
-                ),
-                SecretRef::SecretManager { .. } => None,
-            };
-            if let Some(initial) = initial {
-                let fetched = initial.map_err(|detail| BuildError::Secret {
-                    route: route.name.clone(),
-                    source: SecretError::Unavailable {
-                        resource: reference.resource(),
-                        detail,
-                    },
-                })?;
-                entry.current.store(Some(Arc::new(fetched)));
-            }
-            entries.insert(key, entry);
-        }
-        // The shared rate limiter's AUTH string and CA: read and refreshed like credentials.
-        for reference in rate_limit_references(config) {
-            let key = reference_key(reference);
-            if entries.contains_key(&key) {
-                continue;
-            }
-            let entry = Arc::new(SecretEntry::new(reference.clone(), key.clone()));
-            let initial = match reference {
-                SecretRef::Env(name) => Some(
-                    env::read(name, env)
-                        .map(|v| Fetched::new(v.expose_secret().as_bytes().to_vec(), None)),
-                ),
-                SecretRef::File(path) => Some(
-                    file::read(path)
-                        .await
-                        .map(|v| Fetched::new(v.expose_secret().as_bytes().to_vec(), None)),
-                ),
-                SecretRef::SecretManager { .. } => None,
-            };
-            if let Some(initial) = initial {
-                let fetched = initial.map_err(|detail| BuildError::Setting {
-                    key: "rate_limits.redis".to_string(),
-                    source: SecretError::Unavailable {
-                        resource: reference.resource(),
-                        detail,
-                    },
-                })?;
+            if let Some(initial) = initial_value(reference, env).await {
+                let fetched = initial.map_err(|detail| start_failure(route, reference, detail))?;
                 entry.current.store(Some(Arc::new(fetched)));
             }
             entries.insert(key, entry);
@@ -721,15 +680,6 @@ impl SecretEntry {
 fn is_older(new: &Fetched, old: &Fetched) -> bool {
     let number = |f: &Fetched| f.version.as_deref().and_then(|v| v.parse::<u64>().ok());
     matches!((number(new), number(old)), (Some(n), Some(o)) if n < o)
-}
-
-/// The secret references of `rate_limits.redis` (AUTH string, CA bundle).
-fn rate_limit_references(config: &Config) -> impl Iterator<Item = &SecretRef> {
-    config
-        .rate_limits
-        .redis
-        .iter()
-        .flat_map(|r| r.references())
 }
 
 fn reference_key(reference: &SecretRef) -> String {

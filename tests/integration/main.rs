@@ -20,4 +20,5 @@ mod policy;
 mod redaction;
 mod rotation;
 mod secrets;
+mod shared_limits;
 mod signing;

@@ -94,7 +94,7 @@ impl Failure {
         }
     }
 
-    fn from_redis(err: &redis::RedisError) -> Self {
+    fn from_redis(err: &redis::RedisError, timeout: Duration) -> Self {
         let text = err.to_string();
         let lower = text.to_ascii_lowercase();
         if err.kind() == redis::ErrorKind::AuthenticationFailed
@@ -109,11 +109,10 @@ impl Failure {
             || lower.contains("handshake")
         {
             Failure::Tls(text)
-        } else if err.is_io_error()
-            || err.is_connection_refusal()
-            || err.is_connection_dropped()
-            || err.is_timeout()
-        {
+        } else if err.is_timeout() {
+            // The crate's own connect or response timeout (set to `timeout_ms` too).
+            Failure::Timeout(timeout.as_millis())
+        } else if err.is_io_error() || err.is_connection_refusal() || err.is_connection_dropped() {
             Failure::Connect(text)
         } else {
             Failure::Reply(text)
@@ -205,7 +204,12 @@ impl RedisClient {
 
     /// Runs the script on `keys` with `args` from serving thread `thread`, within
     /// `timeout_ms`. Returns the script's reply.
-    pub async fn eval(&self, thread: usize, keys: &[&str], args: &[u64]) -> Result<Vec<i64>, Failure> {
+    pub async fn eval(
+        &self,
+        thread: usize,
+        keys: &[&str],
+        args: &[u64],
+    ) -> Result<Vec<i64>, Failure> {
         let slot = self.slot(thread);
         match tokio::time::timeout(self.timeout, self.exchange(slot, keys, args)).await {
             Ok(result) => result,
@@ -228,7 +232,7 @@ impl RedisClient {
                 .await
                 .map(drop)
                 .map_err(|e| {
-                    let failure = Failure::from_redis(&e);
+                    let failure = Failure::from_redis(&e, self.timeout);
                     if failure.breaks_connection() {
                         slot.current.store(None);
                     }
@@ -251,7 +255,12 @@ impl RedisClient {
             .unwrap_or_else(|| unreachable!("at least one slot"))
     }
 
-    async fn exchange(&self, slot: &Slot, keys: &[&str], args: &[u64]) -> Result<Vec<i64>, Failure> {
+    async fn exchange(
+        &self,
+        slot: &Slot,
+        keys: &[&str],
+        args: &[u64],
+    ) -> Result<Vec<i64>, Failure> {
         let conn = self.connection(slot).await?;
         let mut con = conn.con.clone();
         let mut invocation = self.script.prepare_invoke();
@@ -264,7 +273,7 @@ impl RedisClient {
         match invocation.invoke_async::<Vec<i64>>(&mut con).await {
             Ok(reply) => Ok(reply),
             Err(e) => {
-                let failure = Failure::from_redis(&e);
+                let failure = Failure::from_redis(&e, self.timeout);
                 if failure.breaks_connection() {
                     slot.current
                         .compare_and_swap(&Some(conn.clone()), None::<Arc<Conn>>);
@@ -354,7 +363,7 @@ impl RedisClient {
         {
             Ok(con) => Ok(con),
             Err(e) => {
-                let failure = Failure::from_redis(&e);
+                let failure = Failure::from_redis(&e, self.timeout);
                 if let (Failure::Auth(_), Some(entry), Some(used)) =
                     (&failure, &self.auth, &material.auth)
                 {
@@ -363,7 +372,9 @@ impl RedisClient {
                     let (store, entry, used) = (self.store.clone(), entry.clone(), used.clone());
                     tokio::spawn(async move {
                         if store.newer_than(&entry, &used).await.is_some() {
-                            tracing::info!("rate_limits.redis.auth has a newer value; reconnecting with it");
+                            tracing::info!(
+                                "rate_limits.redis.auth has a newer value; reconnecting with it"
+                            );
                         }
                     });
                 }

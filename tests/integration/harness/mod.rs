@@ -14,6 +14,7 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod secret_manager;
 pub use secret_manager::{FakeSecretManager, Mode, PROJECT_NUMBER};
 
