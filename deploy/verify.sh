@@ -165,6 +165,8 @@ if [[ -n "$TF_MODERN" ]]; then
 locals {
   credproxy_url = "https://${var.service_name}-123456789012.${var.region}.run.app"
   events_path   = "/_credproxy/events/secret-manager"
+  # What module.rate_limit_store reports: a Memorystore address with in-transit encryption.
+  rate_limit_url = var.shared_rate_limits == null ? null : "rediss://10.0.0.3:6378"
 }
 output "config_yaml" {
   value = module.credproxy_config.config_yaml

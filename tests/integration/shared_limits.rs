@@ -15,6 +15,10 @@ use crate::harness::*;
 /// Another caller the route allows (the wildcard rule), for a second caller key.
 const OTHER: &str = "other@pipelines.iam.gserviceaccount.com";
 
+/// A timeout for tests where a slow moment of a loaded CI box must not look like a failing
+/// Redis (the failure-mode tests set their own).
+const SLOW_BOX: &str = "    timeout_ms: 500\n";
+
 /// A route `shared` with `limits`, open to every pipelines service account.
 fn route(limits: &str) -> String {
     format!(
@@ -224,7 +228,13 @@ async fn three_instances_share_one_limit() {
     let (per_second, burst) = (20.0, 10.0);
     let (w, others) = cluster(
         "route_rate_limit: { per_second: 20, burst: 10 }",
-        &redis_block(&redis.url(), "", "  max_instances: 3\n"),
+        // A generous timeout: on a loaded box a call slower than 20 ms would take the local
+        // fallback, which this test is not about.
+        &redis_block(
+            &redis.url(),
+            "    timeout_ms: 1000\n",
+            "  max_instances: 3\n",
+        ),
         &default_env(),
         2,
     )
@@ -233,6 +243,14 @@ async fn three_instances_share_one_limit() {
     let token = w.keys.token(READER);
     let (stats, took) = load_for(&apps, &token, 4, Duration::from_secs(2)).await;
     let allowed = burst + per_second * took.as_secs_f64();
+    eprintln!("three instances: {stats:?} in {took:?}; burst + per_second x T = {allowed:.1}");
+    for app in &apps {
+        assert_eq!(
+            metric(app, "credproxy_rate_limit_backend_errors_total").await,
+            Some(0.0),
+            "every call answered: the counts are Redis's alone"
+        );
+    }
     assert_eq!(
         stats.server_errors + stats.other + stats.unavailable,
         0,
@@ -255,10 +273,6 @@ async fn three_instances_share_one_limit() {
     // Per instance, the same load would have admitted three times as much.
     assert_eq!(w.upstream.requests().len(), stats.ok);
     assert_eq!(
-        metric(&w.app, "credproxy_rate_limit_backend_errors_total").await,
-        Some(0.0)
-    );
-    assert_eq!(
         metric(&w.app, "credproxy_rate_limit_backend_up").await,
         Some(1.0)
     );
@@ -269,7 +283,7 @@ async fn a_key_over_its_limit_is_answered_locally_and_keys_hold_no_email() {
     let redis = RedisServer::start(&[]).await;
     let (w, _) = cluster(
         "rate_limit: { per_second: 0.2, burst: 2 }\n    route_rate_limit: { per_second: 1, burst: 100 }",
-        &redis_block(&redis.url(), "", "  on_backend_failure: closed\n"),
+        &redis_block(&redis.url(), SLOW_BOX, "  on_backend_failure: closed\n"),
         &default_env(),
         0,
     )
@@ -366,7 +380,7 @@ async fn kill_mid_load(mode: &str) -> (Stats, Stats, World, RedisServer) {
         "route_rate_limit: { per_second: 5000, burst: 5000 }",
         &redis_block(
             &redis.url(),
-            "    timeout_ms: 20\n",
+            "    timeout_ms: 100\n",
             &format!("  on_backend_failure: {mode}\n  max_instances: 2\n"),
         ),
         &default_env(),
@@ -389,13 +403,14 @@ async fn kill_mid_load(mode: &str) -> (Stats, Stats, World, RedisServer) {
         tokio::time::sleep(Duration::from_millis(1300)).await;
         stop.store(true, Ordering::SeqCst);
     };
-    let (during, ()) = tokio::join!(running, killer);
+    let (mut during, ()) = tokio::join!(running, killer);
+    eprintln!("kill -9 with {mode}: {during:?}, p99 {:?}", during.p99());
     (before, during, w, redis)
 }
 
 /// Generous for a loaded 2-core box, yet far below a request waiting on a dead Redis for
 /// seconds.
-const LATENCY_BOUND: Duration = Duration::from_millis(20 + 400);
+const LATENCY_BOUND: Duration = Duration::from_millis(100 + 400);
 
 #[tokio::test]
 async fn kill_9_under_load_with_local_fails_nothing() {
@@ -588,7 +603,7 @@ async fn auth_right_wrong_and_rotated_never_in_the_log() {
         "route_rate_limit: { per_second: 0.5, burst: 2 }",
         &redis_block(
             &redis.url(),
-            "    auth: \"env:REDIS_AUTH_SECRET\"\n",
+            "    auth: \"env:REDIS_AUTH_SECRET\"\n    timeout_ms: 500\n",
             "  on_backend_failure: closed\n",
         ),
         &env,
@@ -614,7 +629,10 @@ async fn auth_right_wrong_and_rotated_never_in_the_log() {
             "secrets: {{ cache_ttl_seconds: 1 }}\n{}",
             redis_block(
                 &redis.url(),
-                &format!("    auth: \"file:{}\"\n", auth_file.display()),
+                &format!(
+                    "    auth: \"file:{}\"\n    timeout_ms: 500\n",
+                    auth_file.display()
+                ),
                 "  on_backend_failure: closed\n",
             )
         ),
@@ -660,7 +678,7 @@ async fn tls_with_a_private_ca_and_an_untrusted_certificate() {
         "route_rate_limit: { per_second: 0.5, burst: 2 }",
         &redis_block(
             &redis.url(),
-            "    ca_bundle: \"env:REDIS_CA\"\n    timeout_ms: 200\n",
+            "    ca_bundle: \"env:REDIS_CA\"\n    timeout_ms: 500\n",
             "  on_backend_failure: closed\n",
         ),
         &env,
@@ -681,7 +699,7 @@ async fn tls_with_a_private_ca_and_an_untrusted_certificate() {
         "route_rate_limit: { per_second: 0.5, burst: 2 }",
         &redis_block(
             &redis.url(),
-            "    ca_bundle: \"env:OTHER_CA\"\n    timeout_ms: 200\n",
+            "    ca_bundle: \"env:OTHER_CA\"\n    timeout_ms: 500\n",
             "  on_backend_failure: closed\n",
         ),
         &env,

@@ -15,6 +15,8 @@ locals {
   credproxy_url = "https://${var.service_name}-${data.google_project.this.number}.${var.region}.run.app"
   events_path   = "/_credproxy/events/secret-manager"
   labels        = { app = "credproxy", environment = var.environment }
+  # The shared rate-limit store's address, known once the instance exists.
+  rate_limit_url = var.shared_rate_limits == null ? null : module.rate_limit_store[0].url
 }
 
 resource "google_project_service" "apis" {
@@ -25,6 +27,7 @@ resource "google_project_service" "apis" {
     "logging.googleapis.com",
     "monitoring.googleapis.com",
     "pubsub.googleapis.com",
+    "redis.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
   ])
@@ -62,6 +65,7 @@ module "credproxy" {
   min_instances = var.min_instances
   max_instances = var.max_instances
   labels        = local.labels
+  vpc_egress    = var.shared_rate_limits == null ? null : module.rate_limit_store[0].vpc_egress
 
   enable_events              = true
   push_subscription_creators = [var.terraform_member]
@@ -103,6 +107,26 @@ module "upstream_secret" {
   depends_on = [google_project_service.apis, module.credproxy]
 }
 
+# Shared rate limits: one Memorystore instance counts every instance's requests.
+module "rate_limit_store" {
+  source = "../../modules/rate_limit_store"
+  count  = var.shared_rate_limits == null ? 0 : 1
+
+  project_id       = var.project_id
+  region           = var.region
+  name             = "${var.service_name}-rate-limits"
+  network          = var.shared_rate_limits.network
+  subnetwork       = var.shared_rate_limits.subnetwork
+  network_tags     = var.shared_rate_limits.network_tags
+  tier             = var.shared_rate_limits.tier
+  memory_size_gb   = var.shared_rate_limits.memory_size_gb
+  secret_id_prefix = "${var.service_name}-redis"
+  accessor_member  = module.credproxy.runtime_service_account_member
+  labels           = local.labels
+
+  depends_on = [google_project_service.apis]
+}
+
 module "monitoring" {
   source = "../../modules/monitoring"
 
@@ -131,5 +155,12 @@ check "policy_matches_iam" {
   assert {
     condition     = module.credproxy.url == local.credproxy_url
     error_message = "The credproxy URL differs from identity.audiences."
+  }
+  assert {
+    condition = var.shared_rate_limits == null || (
+      try(module.rate_limit_store[0].auth_reference, "") == local.rate_limit_auth &&
+      try(module.rate_limit_store[0].ca_bundle_reference, "") == local.rate_limit_ca
+    )
+    error_message = "The rate-limit store's secrets differ from rate_limits.redis.auth / ca_bundle."
   }
 }

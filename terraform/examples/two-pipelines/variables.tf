@@ -64,6 +64,16 @@ variable "upstreams" {
     response_headers = optional(object({
       remove = optional(list(string), [])
     }), {})
+    # Limits per caller and for all callers together (shared by all instances when
+    # shared_rate_limits is set, else per instance).
+    rate_limit = optional(object({
+      per_second = number
+      burst      = number
+    }))
+    route_rate_limit = optional(object({
+      per_second = number
+      burst      = number
+    }))
   }))
 }
 
@@ -111,4 +121,17 @@ variable "max_instances" {
   description = "Upper bound on credproxy instances."
   type        = number
   default     = 10
+}
+
+variable "shared_rate_limits" {
+  description = "Count rate limits in one Memorystore for Redis instance shared by all credproxy instances (module rate_limit_store, reached with Direct VPC egress on network/subnetwork). null: limits are per instance. on_backend_failure: local (each instance enforces limit / max_instances while Redis fails), open or closed."
+  type = object({
+    network            = string
+    subnetwork         = string
+    network_tags       = optional(list(string), [])
+    tier               = optional(string, "STANDARD_HA")
+    memory_size_gb     = optional(number, 1)
+    on_backend_failure = optional(string, "local")
+  })
+  default = null
 }

@@ -22,6 +22,20 @@ resource "google_cloud_run_v2_service" "this" {
       max_instance_count = var.max_instances
     }
 
+    # Direct VPC egress to private addresses only (the shared rate-limit store, from the
+    # rate_limit_store module); everything else (upstreams, Google APIs) goes out as before.
+    dynamic "vpc_access" {
+      for_each = var.vpc_egress == null ? [] : [var.vpc_egress]
+      content {
+        egress = "PRIVATE_RANGES_ONLY"
+        network_interfaces {
+          network    = vpc_access.value.network
+          subnetwork = vpc_access.value.subnetwork
+          tags       = vpc_access.value.network_tags
+        }
+      }
+    }
+
     containers {
       image = var.image
 

@@ -170,3 +170,13 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "vpc_egress" {
+  description = "Direct VPC egress (PRIVATE_RANGES_ONLY) to reach private addresses such as the shared rate-limit store: pass the rate_limit_store module's vpc_egress output. null: no VPC egress."
+  type = object({
+    network      = string
+    subnetwork   = string
+    network_tags = optional(list(string), [])
+  })
+  default = null
+}

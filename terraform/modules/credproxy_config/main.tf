@@ -22,6 +22,8 @@ locals {
         }
         response_headers = length(u.response_headers.remove) == 0 ? null : { remove = u.response_headers.remove }
         timeout_seconds  = u.timeout_seconds
+        rate_limit       = u.rate_limit
+        route_rate_limit = u.route_rate_limit
         allow = [
           for g in var.grants : {
             for rk, rv in {
@@ -58,6 +60,22 @@ locals {
       events = var.events == null ? null : {
         pubsub_push_audience = var.events.push_audience
         pubsub_push_callers  = var.events.push_callers
+      }
+      rate_limits = var.rate_limits == null ? null : {
+        for rk, rv in {
+          backend = "redis"
+          redis = {
+            for sk, sv in {
+              url        = var.rate_limits.url
+              auth       = var.rate_limits.auth
+              ca_bundle  = var.rate_limits.ca_bundle
+              timeout_ms = var.rate_limits.timeout_ms
+              key_prefix = var.rate_limits.key_prefix
+            } : sk => sv if sv != null
+          }
+          on_backend_failure = var.rate_limits.on_backend_failure
+          max_instances      = var.rate_limits.max_instances
+        } : rk => rv if rv != null
       }
       routes = local.routes
     } : k => v if v != null

@@ -114,6 +114,15 @@ variable "upstreams" {
       remove = optional(list(string), [])
     }), {})
     timeout_seconds = optional(number)
+    # Per caller and for all callers together; shared by every instance with rate_limits.
+    rate_limit = optional(object({
+      per_second = number
+      burst      = number
+    }))
+    route_rate_limit = optional(object({
+      per_second = number
+      burst      = number
+    }))
   }))
 
   validation {
@@ -169,5 +178,34 @@ variable "grants" {
   validation {
     condition     = alltrue([for g in var.grants : g.expires == null || can(formatdate("YYYY", g.expires))])
     error_message = "expires must be an RFC 3339 timestamp with a zone, e.g. 2026-12-31T00:00:00Z."
+  }
+}
+
+variable "rate_limits" {
+  description = "Shared rate limits (`rate_limits`, backend redis): the rate_limit_store module's url, auth_reference and ca_bundle_reference, the failure mode (local, open or closed) and max_instances (the credproxy module's, required with local). null: limits are per instance."
+  type = object({
+    url                = string
+    auth               = optional(string)
+    ca_bundle          = optional(string)
+    timeout_ms         = optional(number)
+    key_prefix         = optional(string)
+    on_backend_failure = optional(string, "local")
+    max_instances      = optional(number)
+  })
+  default = null
+
+  validation {
+    condition     = var.rate_limits == null || can(regex("^rediss?://", var.rate_limits.url))
+    error_message = "rate_limits.url must be rediss://HOST:PORT (or redis:// to a private address)."
+  }
+
+  validation {
+    condition     = var.rate_limits == null || contains(["local", "open", "closed"], try(var.rate_limits.on_backend_failure, "local"))
+    error_message = "rate_limits.on_backend_failure must be local, open or closed."
+  }
+
+  validation {
+    condition     = var.rate_limits == null || try(var.rate_limits.on_backend_failure, "local") != "local" || try(var.rate_limits.max_instances >= 1, false)
+    error_message = "rate_limits.max_instances (the service's max instances) is required with on_backend_failure = local."
   }
 }

@@ -3,6 +3,7 @@
 # the rest is jsonPayload), and an alert policy on each:
 #   metrics.tf  the four counters
 #   alerts.tf   the policies
+#   dashboard.tf  two more counters (requests, refusals) and the dashboard
 
 locals {
   audit_filter = join(" AND ", [
@@ -20,6 +21,10 @@ locals {
     credential_unavailable = "${local.audit_filter} AND jsonPayload.reason=\"credential_unavailable\""
     # Upstream 5xx passed back, and credproxy's own 502/504 for the upstream.
     upstream_5xx = "${local.audit_filter} AND (jsonPayload.upstream_status>=500 OR jsonPayload.reason=\"upstream_unreachable\" OR jsonPayload.reason=\"upstream_timeout\")"
+    # Every audit entry (dashboard.tf).
+    requests = local.audit_filter
+    # credproxy's refusals and rate limiting, by reason (dashboard.tf).
+    refusals = "${local.audit_filter} AND (jsonPayload.decision=\"deny\" OR httpRequest.status=429 OR jsonPayload.reason=\"rate_limiter_unavailable\")"
   }
 
   metric_prefix = replace(var.service_name, "-", "_")

@@ -5,6 +5,8 @@ output "metric_types" {
     auth_denials           = "logging.googleapis.com/user/${google_logging_metric.auth_denials.name}"
     credential_unavailable = "logging.googleapis.com/user/${google_logging_metric.credential_unavailable.name}"
     upstream_5xx           = "logging.googleapis.com/user/${google_logging_metric.upstream_5xx.name}"
+    requests               = "logging.googleapis.com/user/${google_logging_metric.requests.name}"
+    refusals               = "logging.googleapis.com/user/${google_logging_metric.refusals.name}"
   }
 }
 
@@ -21,4 +23,9 @@ output "alert_policy_ids" {
 output "log_filters" {
   description = "The Cloud Logging filters behind each metric, to paste into Logs Explorer."
   value       = local.filters
+}
+
+output "dashboard_id" {
+  description = "The Cloud Monitoring dashboard's resource name."
+  value       = google_monitoring_dashboard.this.id
 }

@@ -52,3 +52,9 @@ variable "runbook_url" {
   type        = string
   default     = null
 }
+
+variable "prometheus_matchers" {
+  description = "Label matchers added to the dashboard's PromQL queries to select this service's series in Managed Service for Prometheus, e.g. job=\"credproxy\" (what your collector sets). Empty: every credproxy series in the project."
+  type        = string
+  default     = ""
+}
