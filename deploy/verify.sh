@@ -18,6 +18,8 @@
 #                     and are reported as SKIP (tfcheck below covers them)
 #   render-config     plans the example's config.tf with terraform.tfvars.example into a
 #                     YAML file (no providers needed) and validates that root
+#   dashboard         renders the monitoring module's dashboard JSON (no providers needed)
+#                     and checks it has the five tiles, each with a query
 #   tfcheck           HCL parse of every .tf file, references, module interfaces, and every
 #                     resource block against the google/google-beta provider schema
 #   tfdocs            module README inputs/outputs tables match the code
@@ -183,6 +185,66 @@ EOF
 else
   record render-config SKIP "no terraform >= 1.5 (have: $TF_VERSION)"
   RENDERED=""
+fi
+
+# -- render the monitoring dashboard ---------------------------------------------------------------
+section "render terraform/modules/monitoring dashboard.tf (the dashboard JSON)"
+if [[ -n "$TF_MODERN" ]]; then
+  work="$V/dashboard"
+  rm -rf "$work" && mkdir -p "$work"
+  # The dashboard's locals, with the two log-based metric names stood in (no provider needed).
+  "$PY" - "$ROOT/terraform/modules/monitoring/dashboard.tf" "$work/main.tf" <<'PYEOF'
+import sys
+text = open(sys.argv[1]).read()
+start, end = text.index("locals {"), text.index('resource "google_monitoring_dashboard"')
+body = text[start:end]
+for name in ("requests", "refusals"):
+    body = body.replace(f"google_logging_metric.{name}.name", f'"credproxy_{name}"')
+open(sys.argv[2], "w").write(body + '''
+variable "service_name" {
+  type    = string
+  default = "credproxy"
+}
+variable "prometheus_matchers" {
+  type    = string
+  default = "job=\\"credproxy\\""
+}
+output "dashboard_json" {
+  value = jsonencode(local.dashboard)
+}
+''')
+PYEOF
+  if (cd "$work" && "$TF" init -backend=false -input=false -no-color >/dev/null &&
+    "$TF" apply -auto-approve -input=false -no-color -state="$work/terraform.tfstate" >/dev/null &&
+    "$TF" output -state="$work/terraform.tfstate" -raw dashboard_json >"$work/dashboard.json") &&
+    "$PY" - "$work/dashboard.json" <<'PYEOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+tiles = d["mosaicLayout"]["tiles"]
+problems = []
+want = ["route and decision", "by reason", "Overhead latency", "Secret refresh", "rate-limit backend"]
+titles = [t["widget"]["title"] for t in tiles]
+for w in want:
+    if not any(w in t for t in titles):
+        problems.append(f"no tile about {w!r}: {titles}")
+for t in tiles:
+    if t["xPos"] + t["width"] > d["mosaicLayout"]["columns"]:
+        problems.append(f"tile {t['widget']['title']!r} is wider than the layout")
+    for s in t["widget"]["xyChart"]["dataSets"]:
+        q = s["timeSeriesQuery"]
+        if not (q.get("prometheusQuery") or q.get("timeSeriesFilter", {}).get("filter")):
+            problems.append(f"tile {t['widget']['title']!r} has a data set without a query")
+for p in problems:
+    print("dashboard:", p)
+sys.exit(1 if problems else 0)
+PYEOF
+  then
+    record dashboard PASS "$(realpath --relative-to="$ROOT" "$work/dashboard.json") (5 tiles, each with a query)"
+  else
+    record dashboard FAIL "the monitoring dashboard does not render or lacks a tile"
+  fi
+else
+  record dashboard SKIP "no terraform >= 1.5 (have: $TF_VERSION)"
 fi
 
 # -- tfcheck / tfdocs ----------------------------------------------------------------------------

@@ -310,3 +310,21 @@ fn parse(reply: &[i64], keys: usize) -> Result<Reply, Failure> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_reply_is_read_per_key_and_a_wrong_shape_is_a_failure() {
+        let r = parse(&[1, 0, 0], 2).expect("admitted");
+        assert!(r.admitted);
+        let r = parse(&[0, 0, 1_500_000], 2).expect("refused");
+        assert!(!r.admitted);
+        assert_eq!(r.waits, vec![Duration::ZERO, Duration::from_millis(1500)]);
+        assert_eq!(retry_after_seconds(r.waits[1]), 2);
+        for bad in [&[][..], &[1, 0][..], &[2, 0, 0][..], &[1, 0, 0, 0][..]] {
+            assert!(matches!(parse(bad, 2), Err(Failure::Reply(_))), "{bad:?}");
+        }
+    }
+}

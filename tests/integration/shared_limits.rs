@@ -715,3 +715,29 @@ async fn tls_with_a_private_ca_and_an_untrusted_certificate() {
         .wait_log("\"kind\":\"tls\"", Duration::from_secs(2))
         .await;
 }
+
+#[tokio::test]
+async fn with_the_local_backend_there_are_no_backend_metrics_and_no_redis() {
+    let (w, _) = cluster(
+        "route_rate_limit: { per_second: 0.5, burst: 2 }",
+        "rate_limits: { backend: local }",
+        &default_env(),
+        0,
+    )
+    .await;
+    let token = w.keys.token(READER);
+    let mut stats = Stats::default();
+    for _ in 0..3 {
+        one(&w.app, &token, &mut stats).await;
+    }
+    assert_eq!((stats.ok, stats.limited), (2, 1), "{stats:?}");
+    let text = w
+        .app
+        .get_as(READER, "/_credproxy/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    assert!(text.contains("credproxy_rate_limited_total"), "{text}");
+    assert!(!text.contains("rate_limit_backend"), "{text}");
+}
