@@ -221,9 +221,12 @@ impl RedisClient {
         }
     }
 
-    /// A PING through the same connection path, within `timeout_ms` (the start-up check).
+    /// A PING through the same connection path, within `timeout_ms` (the start-up check),
+    /// on a connection of its own: the serving threads' connections are made on their
+    /// threads.
     pub async fn ping(&self) -> Result<(), Failure> {
-        let slot = self.slot(0);
+        let own = Slot::default();
+        let slot = &own;
         let exchange = async {
             let conn = self.connection(slot).await?;
             let mut con = conn.con.clone();
