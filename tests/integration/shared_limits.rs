@@ -741,3 +741,75 @@ async fn with_the_local_backend_there_are_no_backend_metrics_and_no_redis() {
     assert!(text.contains("credproxy_rate_limited_total"), "{text}");
     assert!(!text.contains("rate_limit_backend"), "{text}");
 }
+
+/// Runs `credproxy ARGS` with an empty environment; returns (exit code, stderr).
+fn run_cli(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_credproxy"))
+        .args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run credproxy");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const CLI_CONFIG: &str = r#"identity: { audiences: ["https://credproxy.test"] }
+rate_limits:
+  backend: redis
+  redis:
+    url: "redis://redis.example.com:6379"
+    timeout_ms: 20
+routes: {}
+"#;
+
+#[test]
+fn check_names_the_key_of_a_plaintext_public_redis_and_a_missing_max_instances() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, CLI_CONFIG).expect("write");
+    let (code, stderr) = run_cli(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let url = stderr
+        .lines()
+        .find(|l| l.starts_with("error: rate_limits.redis.url (line 5): "))
+        .unwrap_or_else(|| panic!("no problem at rate_limits.redis.url:\n{stderr}"));
+    assert!(url.contains("plaintext"), "{url}");
+    assert!(
+        stderr.contains(
+            "error: rate_limits.max_instances (line 2): required with `on_backend_failure: local`"
+        ),
+        "{stderr}"
+    );
+    // The same block over TLS, with the instance count, is valid.
+    let fixed = CLI_CONFIG
+        .replace("redis://redis.example.com", "rediss://redis.example.com")
+        .replace(
+            "    timeout_ms: 20\n",
+            "    timeout_ms: 20\n  max_instances: 4\n",
+        );
+    std::fs::write(&path, fixed).expect("write");
+    let (code, stderr) = run_cli(&["check", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn serve_fails_at_start_naming_an_unset_auth_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    let config = CLI_CONFIG
+        .replace("redis://redis.example.com:6379", "redis://127.0.0.1:1")
+        .replace(
+            "    timeout_ms: 20\n",
+            "    auth: \"env:REDIS_AUTH_UNSET\"\n  on_backend_failure: open\n",
+        )
+        .replace("routes: {}", "listen: \"127.0.0.1:0\"\nroutes: {}");
+    std::fs::write(&path, config).expect("write");
+    let (code, stderr) = run_cli(&["serve", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("rate_limits.redis"), "{stderr}");
+    assert!(stderr.contains("REDIS_AUTH_UNSET"), "{stderr}");
+    assert!(!stderr.contains("credproxy listening"), "{stderr}");
+}
