@@ -813,3 +813,37 @@ fn serve_fails_at_start_naming_an_unset_auth_variable() {
     assert!(stderr.contains("REDIS_AUTH_UNSET"), "{stderr}");
     assert!(!stderr.contains("credproxy listening"), "{stderr}");
 }
+
+#[tokio::test]
+async fn after_noscript_one_eval_answers_and_caches_the_script() {
+    let redis = RedisServer::start(&[]).await;
+    let (w, _) = cluster(
+        "rate_limit: { per_second: 100, burst: 100 }",
+        &redis_block(&redis.url(), SLOW_BOX, "  on_backend_failure: closed\n"),
+        &default_env(),
+        0,
+    )
+    .await;
+    let token = w.keys.token(READER);
+    let mut stats = Stats::default();
+    one(&w.app, &token, &mut stats).await;
+    // A restarted or failed-over Redis has no scripts: what SCRIPT FLUSH leaves behind.
+    redis.query(None, &["SCRIPT", "FLUSH"]);
+    redis.query(None, &["CONFIG", "RESETSTAT"]);
+    one(&w.app, &token, &mut stats).await;
+    assert_eq!(redis.calls(None, "evalsha"), 1, "EVALSHA first");
+    assert_eq!(redis.calls(None, "eval"), 1, "then one EVAL after NOSCRIPT");
+    assert_eq!(
+        redis.calls(None, "script|load"),
+        0,
+        "no SCRIPT LOAD round trip"
+    );
+    one(&w.app, &token, &mut stats).await;
+    assert_eq!(
+        redis.calls(None, "evalsha"),
+        2,
+        "the EVAL cached the script"
+    );
+    assert_eq!(redis.calls(None, "eval"), 1);
+    assert_eq!(stats.ok, 3, "{stats:?}");
+}

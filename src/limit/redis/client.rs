@@ -1,10 +1,10 @@
 //! The Redis exchange of shared rate limits: one multiplexed connection per serving thread
 //! (so its driver runs on the thread whose requests use it, as the upstream clients do),
-//! (re)connected on demand, and one GCRA script per request through EVALSHA (the `redis`
-//! crate's [`redis::Script`] loads it and retries once on NOSCRIPT).
+//! (re)connected on demand, and one GCRA script per request through EVALSHA, falling back
+//! to one EVAL on NOSCRIPT.
 //!
 //! `timeout_ms` bounds the whole exchange of one request: connecting when needed (TCP, TLS,
-//! AUTH), EVALSHA, and SCRIPT LOAD + EVALSHA after NOSCRIPT. A connection that failed or
+//! AUTH), EVALSHA, and the EVAL after NOSCRIPT. A connection that failed or
 //! timed out is dropped, so the next call reconnects; a connection is also replaced when the
 //! AUTH string or the CA bundle rotated (their generations are part of it). A refused AUTH
 //! asks the store for a newer AUTH string (at most one read per 10 s), so rotating the
@@ -266,14 +266,24 @@ impl RedisClient {
     ) -> Result<Vec<i64>, Failure> {
         let conn = self.connection(slot).await?;
         let mut con = conn.con.clone();
-        let mut invocation = self.script.prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        match invocation.invoke_async::<Vec<i64>>(&mut con).await {
+        // EVALSHA; after NOSCRIPT (a restarted or failed-over Redis) one EVAL, which both
+        // answers and caches the script for the next EVALSHA: two round trips, not the
+        // three of SCRIPT LOAD + EVALSHA.
+        let call = |command: &str, body: &str| {
+            let mut cmd = redis::cmd(command);
+            cmd.arg(body).arg(keys.len()).arg(keys).arg(args);
+            cmd
+        };
+        let reply = match call("EVALSHA", self.script.get_hash())
+            .query_async::<Vec<i64>>(&mut con)
+            .await
+        {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                call("EVAL", SCRIPT).query_async::<Vec<i64>>(&mut con).await
+            }
+            other => other,
+        };
+        match reply {
             Ok(reply) => Ok(reply),
             Err(e) => {
                 let failure = Failure::from_redis(&e, self.timeout);
