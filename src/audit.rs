@@ -131,6 +131,12 @@ pub struct AuditEntry {
     pub scrubbed: u64,
     /// Replayed once after an upstream 401 with a newer secret version.
     pub retried: bool,
+    /// Key path of the rule that allowed the request (allowed entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Arc<str>>,
+    /// `rule_hash` of that rule (allowed entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_hash: Option<Arc<str>>,
 }
 
 /// What the stages learned about one request.
@@ -169,6 +175,8 @@ pub struct RequestContext {
     pub client_ip: Option<std::net::IpAddr>,
     /// Time from sending upstream to the upstream's response headers.
     pub upstream_elapsed: Option<std::time::Duration>,
+    /// The rule that allowed the request.
+    pub rule: Option<crate::policy::RuleId>,
 }
 
 /// Trace ids from `traceparent` or `X-Cloud-Trace-Context`.
@@ -258,6 +266,7 @@ impl RequestContext {
             decoy: false,
             client_ip: None,
             upstream_elapsed: None,
+            rule: None,
         }
     }
 
@@ -289,6 +298,8 @@ impl RequestContext {
             Severity::Info
         };
         let decision = if self.allowed { "allow" } else { "deny" };
+        // Only an allowed entry names a rule.
+        let rule = self.rule.take().filter(|_| self.allowed);
         // The path only, bounded: the whole URL is in httpRequest.requestUrl.
         let path = self.request_url.split('?').next().unwrap_or_default();
         let path = if path.len() > MAX_MESSAGE_PATH_BYTES {
@@ -348,6 +359,8 @@ impl RequestContext {
             environment: config.environment.clone(),
             scrubbed: self.scrubbed.load(Ordering::Relaxed),
             retried: self.retried,
+            rule_hash: rule.as_ref().map(|r| r.hash.clone()),
+            rule: rule.map(|r| r.key),
         }
     }
 }

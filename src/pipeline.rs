@@ -210,7 +210,7 @@ fn authorize(
     parts: &Parts,
     target: &Target<'_>,
 ) -> Result<(), ProxyError> {
-    policy::authorize_request(
+    let allowed = policy::authorize_request(
         &app.config.decoys,
         route.spec.access(),
         Attempt {
@@ -222,6 +222,7 @@ fn authorize(
         },
     )?;
     cx.allowed = true;
+    cx.rule = route.spec.allow.get(allowed.rule).map(|r| r.id.clone());
     Ok(())
 }
 

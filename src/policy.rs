@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use http::Method;
@@ -396,6 +397,22 @@ pub struct Rule {
     pub paths: Vec<PathPattern>,
     /// After this the rule matches nothing.
     pub expires: Option<DateTime<Utc>>,
+    /// Where the rule stands in the configuration and what it said, for the audit entry.
+    pub id: RuleId,
+}
+
+/// A rule's attribution, computed once when the configuration is loaded: every allowed
+/// audit entry carries `key` and `hash`, so usage is attributed exactly even after rules
+/// are reordered (SPEC, "Least-privilege report and shadow rules").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleId {
+    /// Key path, `routes.R.allow[i]` or `routes.R.shadow_allow[i]`.
+    pub key: Arc<str>,
+    /// First 8 lower-case hex digits of SHA-256 of `canonical`.
+    pub hash: Arc<str>,
+    /// The rule's canonical JSON: keys `callers`, `methods`, `paths` and (when set)
+    /// `expires`, sorted, lists in written order, values as written, no whitespace.
+    pub canonical: Arc<str>,
 }
 
 impl Rule {
@@ -780,12 +797,14 @@ mod tests {
                 methods: vec![Method::GET],
                 paths: vec![pat("/v1/**")],
                 expires: None,
+                id: RuleId::default(),
             },
             Rule {
                 callers: vec![CallerPattern::parse("b@p.iam.gserviceaccount.com").expect("ok")],
                 methods: vec![Method::POST],
                 paths: vec![pat("/v1/**")],
                 expires: Some(now - chrono::Duration::seconds(1)),
+                id: RuleId::default(),
             },
         ];
         let a = "a@p.iam.gserviceaccount.com";
