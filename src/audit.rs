@@ -137,6 +137,18 @@ pub struct AuditEntry {
     /// `rule_hash` of that rule (allowed entries only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule_hash: Option<Arc<str>>,
+    /// The shadow decision, on routes with `shadow_allow`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowEntry>,
+}
+
+/// The audit entry's `shadow`: what `shadow_allow` would have decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowEntry {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// `routes.R.shadow_allow[i]` when a shadow rule would allow, else null.
+    pub rule: Option<Arc<str>>,
 }
 
 /// What the stages learned about one request.
@@ -177,6 +189,8 @@ pub struct RequestContext {
     pub upstream_elapsed: Option<std::time::Duration>,
     /// The rule that allowed the request.
     pub rule: Option<crate::policy::RuleId>,
+    /// The shadow decision, on routes with `shadow_allow`.
+    pub shadow: Option<ShadowEntry>,
 }
 
 /// Trace ids from `traceparent` or `X-Cloud-Trace-Context`.
@@ -267,6 +281,7 @@ impl RequestContext {
             client_ip: None,
             upstream_elapsed: None,
             rule: None,
+            shadow: None,
         }
     }
 
@@ -361,6 +376,7 @@ impl RequestContext {
             retried: self.retried,
             rule_hash: rule.as_ref().map(|r| r.hash.clone()),
             rule: rule.map(|r| r.key),
+            shadow: self.shadow.take(),
         }
     }
 }

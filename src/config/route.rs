@@ -125,6 +125,25 @@ impl Validator<'_> {
             }
         }
 
+        let mut shadow_allow = None;
+        if let Some(raw_shadow) = raw.shadow_allow {
+            if raw_shadow.is_empty() {
+                self.push(
+                    Severity::Warning,
+                    &format!("{p}.shadow_allow"),
+                    "an empty shadow_allow judges every request a shadow deny: remove the key to judge nothing",
+                );
+            }
+            let mut rules = Vec::with_capacity(raw_shadow.len());
+            for (i, rule) in raw_shadow.into_iter().enumerate() {
+                match self.rule(&format!("{p}.shadow_allow[{i}]"), rule) {
+                    Some(rule) => rules.push(rule),
+                    None => ok = false,
+                }
+            }
+            shadow_allow = Some(rules);
+        }
+
         let injected_header = credential.as_ref().and_then(|c| c.inject.owned_header());
         let mut request_headers_set = Vec::new();
         for (hname, value) in raw.request_headers.set {
@@ -208,6 +227,7 @@ impl Validator<'_> {
             upstream: upstream?,
             credential: credential?,
             allow,
+            shadow_allow,
             request_headers_set,
             request_headers_remove,
             response_headers_remove,
