@@ -185,3 +185,418 @@ async fn shadow_rules_are_judged_for_every_request_and_never_change_the_response
         "{metrics}"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// credproxy report, fed the server's own stdout
+
+/// Never granted anything that is used.
+const NOBODY: &str = "nobody@pipelines.iam.gserviceaccount.com";
+/// A decoy caller.
+const OLD_ETL: &str = "old-etl@pipelines.iam.gserviceaccount.com";
+
+/// A deployment with deliberately broad rules on route `stripe`:
+/// - allow[0]: WRITER may GET /v1/balance until `expires` (3 days from now);
+/// - allow[1]: READER and WRITER may GET and POST anything under /v1/;
+/// - allow[2]: NOBODY may GET anything under /v1/ (and never does);
+///
+/// then `shadow` (a `shadow_allow:` block, or empty) and `extra` top-level keys.
+fn broad_config(jwks: &FakeJwks, upstream: &FakeUpstream, expires: &str, shadow: &str) -> String {
+    let shadow = shadow
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect::<String>();
+    format!(
+        r#"listen: "127.0.0.1:0"
+environment: test
+decoys:
+  callers: ["{OLD_ETL}"]
+identity:
+  audiences: ["{AUDIENCE}"]
+  jwks_url: "{jwks}"
+routes:
+  stripe:
+    upstream: "{upstream}"
+    credential:
+      secret: "env:API_SECRET"
+      inject:
+        header: {{ name: "Authorization", format: "Bearer {{secret}}" }}
+    allow:
+      - callers: ["{WRITER}"]
+        methods: ["GET"]
+        paths: ["/v1/balance"]
+        expires: "{expires}"
+      - callers: ["{READER}", "{WRITER}"]
+        methods: ["GET", "POST"]
+        paths: ["/v1/**"]
+      - callers: ["{NOBODY}"]
+        methods: ["GET"]
+        paths: ["/v1/**"]
+{shadow}"#,
+        jwks = jwks.url(),
+        upstream = upstream.url(),
+    )
+}
+
+/// The current shadow rules of the broad deployment: READER on charges only.
+const FIRST_SHADOW: &str = r#"shadow_allow:
+  - callers: ["reader@pipelines.iam.gserviceaccount.com"]
+    methods: ["GET"]
+    paths: ["/v1/charges", "/v1/charges/*"]
+"#;
+
+struct Deployment {
+    _keys: Keys,
+    _jwks: FakeJwks,
+    _upstream: FakeUpstream,
+    app: TestApp,
+    config: String,
+    dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    async fn start(shadow: &str) -> Deployment {
+        let keys = Keys::new();
+        let jwks = FakeJwks::start(keys.signer.jwks()).await;
+        let upstream = FakeUpstream::start().await;
+        let expires = (chrono::Utc::now() + chrono::Duration::days(3))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let config = broad_config(&jwks, &upstream, &expires, shadow);
+        let app = TestApp::spawn(&config, &keys).await;
+        Deployment {
+            _keys: keys,
+            _jwks: jwks,
+            _upstream: upstream,
+            app,
+            config,
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    async fn send(&self, method: reqwest::Method, caller: &str, path: &str) -> u16 {
+        let r = self
+            .app
+            .request_as(method, caller, path)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let _ = r.bytes().await;
+        status
+    }
+
+    /// The traffic the pipelines really send: 19 requests.
+    async fn usual_traffic(&self) {
+        use reqwest::Method as M;
+        for _ in 0..2 {
+            assert_eq!(self.send(M::GET, READER, "/stripe/v1/charges").await, 200);
+        }
+        for i in 0..12 {
+            let path = format!("/stripe/v1/charges/ch_{i}");
+            assert_eq!(self.send(M::GET, READER, &path).await, 200);
+        }
+        assert_eq!(
+            self.send(M::GET, READER, "/stripe/v1/customers/cu_1").await,
+            200
+        );
+        assert_eq!(self.send(M::GET, WRITER, "/stripe/v1/balance").await, 200);
+        for _ in 0..2 {
+            assert_eq!(self.send(M::GET, STRANGER, "/stripe/v1/charges").await, 403);
+        }
+        assert_eq!(self.send(M::GET, OLD_ETL, "/stripe/v1/charges").await, 403);
+    }
+
+    /// The audit lines written so far, once there are `n`.
+    async fn audit_text(&self, n: usize) -> String {
+        self.app.wait_audit(n).await;
+        let text = self.app.stdout.text();
+        assert_eq!(text.lines().count(), n, "{text}");
+        text
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    fn config_file(&self, config: &str) -> std::path::PathBuf {
+        self.file("config.yaml", config.as_bytes())
+    }
+}
+
+/// Runs `credproxy report` with `args` (and `stdin`); returns exit code, stdout, stderr.
+fn report(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_credproxy"))
+        .arg("report")
+        .args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn credproxy report");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(bytes) = stdin {
+        input.write_all(bytes).expect("stdin");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn report_json(config: &std::path::Path, audit: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--audit",
+        audit,
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = report(&args, None);
+    assert_eq!(code, 0, "{stderr}\n{stdout}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report JSON ({e}):\n{stdout}"))
+}
+
+/// Findings as (code, rule, caller, count) for exact comparison.
+fn findings(
+    report: &serde_json::Value,
+) -> Vec<(String, Option<String>, Option<String>, Option<u64>)> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().expect("code").to_string(),
+                f["rule"].as_str().map(str::to_string),
+                f["caller"].as_str().map(str::to_string),
+                f["count"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+fn rule<'a>(report: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    report["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["rule"] == key)
+        .unwrap_or_else(|| panic!("no rule {key} in {report}"))
+}
+
+fn s(text: &str) -> Option<String> {
+    Some(text.to_string())
+}
+
+#[tokio::test]
+async fn report_on_own_audit_lines_finds_each_code_with_exact_counts() {
+    let d = Deployment::start(FIRST_SHADOW).await;
+    d.usual_traffic().await;
+    let mut audit = d.audit_text(19).await;
+    // Garbage and objects that are not audit entries are counted, never fatal.
+    audit.push_str("this is not JSON\n{\"message\":\"credproxy listening\",\"severity\":\"INFO\"}\n{\"truncated\": \n");
+    let audit_path = d.file("audit.jsonl", audit.as_bytes());
+    let config = d.config_file(&d.config);
+    let r = report_json(&config, audit_path.to_str().expect("utf-8"), &[]);
+
+    assert_eq!(r["entries"], 19);
+    assert_eq!(r["input"]["entries"], 19);
+    assert_eq!(r["unreadable"], 2);
+    assert_eq!(r["not_audit"], 1);
+    assert_eq!(r["unattributed"], 0);
+    assert!(
+        r["span"]["from"]
+            .as_str()
+            .is_some_and(|t| t <= r["span"]["to"].as_str().expect("to"))
+    );
+
+    let a0 = "routes.stripe.allow[0]";
+    let a1 = "routes.stripe.allow[1]";
+    let a2 = "routes.stripe.allow[2]";
+    assert_eq!(
+        findings(&r),
+        vec![
+            ("unused_rule".to_string(), s(a2), None, Some(0)),
+            ("unused_caller".to_string(), s(a1), s(WRITER), Some(0)),
+            ("unused_method".to_string(), s(a1), None, Some(0)),
+            ("broad_path".to_string(), s(a1), None, Some(15)),
+            ("denied_caller".to_string(), None, s(STRANGER), Some(2)),
+            ("decoy_hit".to_string(), None, s(OLD_ETL), Some(1)),
+            ("expiring_grant".to_string(), s(a0), None, Some(1)),
+            ("shadow_would_deny".to_string(), s(a0), None, Some(1)),
+            ("shadow_would_deny".to_string(), s(a1), None, Some(1)),
+        ],
+        "{:#}",
+        r["findings"]
+    );
+    let broad = &r["findings"][3];
+    assert!(
+        broad["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/v1/charges, /v1/charges/*, /v1/customers/cu_1")),
+        "{broad}"
+    );
+    assert_eq!(
+        r["findings"][1]["message"],
+        format!("{WRITER} never used {a1}")
+    );
+    assert!(
+        r["findings"][2]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("POST"))
+    );
+    let shadow_miss = &r["findings"][8];
+    assert_eq!(
+        shadow_miss["samples"],
+        serde_json::json!(["GET /v1/customers/cu_1"])
+    );
+
+    let used = rule(&r, a1);
+    assert_eq!(used["requests"], 15);
+    assert_eq!(used["callers_used"], serde_json::json!([READER]));
+    assert_eq!(used["callers_unused"], serde_json::json!([WRITER]));
+    assert_eq!(used["methods_used"], serde_json::json!(["GET"]));
+    assert_eq!(used["methods_unused"], serde_json::json!(["POST"]));
+    assert_eq!(used["paths_sample"].as_array().map(Vec::len), Some(14));
+    assert!(used["last_used"].is_string());
+    assert_eq!(used["rule_hash"].as_str().map(str::len), Some(8));
+    let unused = rule(&r, a2);
+    assert_eq!(unused["requests"], 0);
+    assert!(unused["last_used"].is_null());
+    assert_eq!(unused["callers_unused"], serde_json::json!([NOBODY]));
+    assert_eq!(
+        r["shadow"],
+        serde_json::json!([{
+            "route": "stripe", "allowed_shadow_allowed": 14, "allowed_shadow_denied": 2,
+            "denied_shadow_allowed": 0, "denied_shadow_denied": 3,
+            "rules": [{"rule": "routes.stripe.shadow_allow[0]", "rule_hash": rule_hash_of_first_shadow(), "would_allow": 14}]
+        }])
+    );
+
+    // The proposal keeps what was used and narrows the rest.
+    let proposal = r["proposal"]["routes"]["stripe"]
+        .as_str()
+        .expect("proposal");
+    assert!(
+        proposal.contains(&format!("  - callers: [\"{READER}\"]\n    methods: [\"GET\"]\n    paths: [\"/v1/charges\", \"/v1/charges/*\", \"/v1/customers/cu_1\"]\n")),
+        "{proposal}"
+    );
+    assert!(!proposal.contains(NOBODY), "{proposal}");
+    assert!(r["proposal"]["terraform"].is_null());
+
+    // The text form says the same for people.
+    let (code, text, _) = report(
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--audit",
+            audit_path.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("unused_rule: routes.stripe.allow[2] allowed no request"),
+        "{text}"
+    );
+    assert!(text.contains("shadow_allow:\n"), "{text}");
+}
+
+fn rule_hash_of_first_shadow() -> String {
+    sha256_8(&format!(
+        r#"{{"callers":["{READER}"],"methods":["GET"],"paths":["/v1/charges","/v1/charges/*"]}}"#
+    ))
+}
+
+#[tokio::test]
+async fn the_proposal_in_shadow_allow_would_deny_nothing_the_pipelines_do_and_what_they_do_not() {
+    // 1. Broad rules, real traffic, a report.
+    let d = Deployment::start("").await;
+    d.usual_traffic().await;
+    let audit = d.audit_text(19).await;
+    let audit_path = d.file("audit.jsonl", audit.as_bytes());
+    let config = d.config_file(&d.config);
+    let r = report_json(&config, audit_path.to_str().expect("utf-8"), &[]);
+    let proposal = r["proposal"]["routes"]["stripe"]
+        .as_str()
+        .expect("proposal")
+        .to_string();
+    assert!(
+        r["shadow"].as_array().is_some_and(Vec::is_empty),
+        "{}",
+        r["shadow"]
+    );
+
+    // 2. The proposal pasted under shadow_allow: check accepts it, serve judges it.
+    let second = Deployment::start(&proposal).await;
+    let config2 = second.config_file(&second.config);
+    let (code, out, err) = {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_credproxy"))
+            .args(["check", "--config", config2.to_str().expect("utf-8")])
+            .env_clear()
+            .output()
+            .expect("check");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(0), "{out}{err}\n{}", second.config);
+    second.usual_traffic().await;
+    let audit2 = second.audit_text(19).await;
+    let path2 = second.file("audit.jsonl", audit2.as_bytes());
+    let r2 = report_json(&config2, path2.to_str().expect("utf-8"), &[]);
+    let misses: Vec<_> = findings(&r2)
+        .into_iter()
+        .filter(|f| f.0 == "shadow_would_deny")
+        .collect();
+    assert!(
+        misses.is_empty(),
+        "the traffic that produced the proposal is all allowed: {misses:?}"
+    );
+    assert_eq!(r2["shadow"][0]["allowed_shadow_allowed"], 16);
+    assert_eq!(r2["shadow"][0]["allowed_shadow_denied"], 0);
+
+    // 3. Traffic the proposal does not allow (a method and a path nobody used) would be denied.
+    use reqwest::Method as M;
+    assert_eq!(
+        second.send(M::POST, READER, "/stripe/v1/charges").await,
+        200
+    );
+    assert_eq!(second.send(M::GET, READER, "/stripe/v1/payouts").await, 200);
+    let audit3 = second.audit_text(21).await;
+    let path3 = second.file("audit3.jsonl", audit3.as_bytes());
+    let r3 = report_json(&config2, path3.to_str().expect("utf-8"), &[]);
+    let misses: Vec<_> = findings(&r3)
+        .into_iter()
+        .filter(|f| f.0 == "shadow_would_deny")
+        .collect();
+    assert_eq!(
+        misses,
+        vec![(
+            "shadow_would_deny".to_string(),
+            s("routes.stripe.allow[1]"),
+            None,
+            Some(2)
+        )]
+    );
+    let samples = &r3["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["code"] == "shadow_would_deny")
+        .expect("miss")["samples"];
+    assert_eq!(
+        samples,
+        &serde_json::json!(["GET /v1/payouts", "POST /v1/charges"])
+    );
+}
