@@ -19,6 +19,10 @@ use chrono::{DateTime, Utc};
 use http::Method;
 use percent_encoding::percent_decode_str;
 
+mod contain;
+mod shadow;
+pub use shadow::{Judgement, judge};
+
 /// Why a request target was rejected before policy (400 `bad_request`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -351,40 +355,6 @@ impl PathPattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
-
-    /// Whether every path this pattern matches is also matched by `wider`. Sound, not
-    /// complete: `true` is a proof, `false` may mean "could not tell" (for a proposed
-    /// narrower pattern that is never made broader than the rule it replaces).
-    pub fn within(&self, wider: &PathPattern) -> bool {
-        segs_within(&self.segs, &wider.segs)
-    }
-}
-
-/// Whether the language of `narrow` is inside that of `wide` (see [`PathPattern::within`]).
-fn segs_within(narrow: &[Seg], wide: &[Seg]) -> bool {
-    match (narrow.split_first(), wide.split_first()) {
-        (None, None) => true,
-        (_, Some((Seg::Rest, wide_rest))) => {
-            // `**` takes nothing, or one more segment of `narrow` (a `**` of `narrow` only
-            // against the whole `**`).
-            segs_within(narrow, wide_rest)
-                || match narrow.split_first() {
-                    Some((Seg::Rest, n_rest)) => segs_within(n_rest, wide_rest),
-                    Some((_, n_rest)) => segs_within(n_rest, wide),
-                    None => false,
-                }
-        }
-        (None, Some(_)) | (Some(_), None) => false,
-        (Some((n, n_rest)), Some((w, w_rest))) => {
-            let head = match (n, w) {
-                (Seg::Lit(a), Seg::Lit(b)) => a == b,
-                (Seg::Lit(a), Seg::One) => !a.is_empty(),
-                (Seg::One, Seg::One) => true,
-                _ => false,
-            };
-            head && segs_within(n_rest, w_rest)
-        }
-    }
 }
 
 fn match_segs(pat: &[Seg], mut it: std::str::Split<'_, char>) -> bool {
@@ -694,35 +664,6 @@ pub fn authorize_request(
     }
 }
 
-/// The enforced decision and, on a route with `shadow_allow`, the shadow one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Judgement {
-    /// What is enforced: [`authorize_request`] on the route's `allow`.
-    pub enforced: Result<Allowed, Box<Denial>>,
-    /// `None` on a route without `shadow_allow`; else `Some(Some(i))` when
-    /// `shadow_allow[i]` would allow the request and `Some(None)` when it would deny it.
-    pub shadow: Option<Option<usize>>,
-}
-
-/// The one decision `serve` and `explain` both make: the enforced one, then the shadow one.
-/// The shadow decision is [`authorize_request`] with `shadow_allow` in place of `allow`
-/// (decoys, source ranges and expired grants judged alike), taken for every request the
-/// enforced rules judged, allowed or denied; it never changes what is enforced.
-pub fn judge(decoys: &Decoys, access: Access<'_>, attempt: Attempt<'_>) -> Judgement {
-    let enforced = authorize_request(decoys, access, attempt);
-    let shadow = access.shadow.map(|rules| {
-        let candidate = Access {
-            rules,
-            shadow: None,
-            ..access
-        };
-        authorize_request(decoys, candidate, attempt)
-            .ok()
-            .map(|a| a.rule)
-    });
-    Judgement { enforced, shadow }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -931,84 +872,6 @@ mod tests {
             ),
             Decision::Allow { rule: 1 }
         );
-    }
-}
-
-#[cfg(test)]
-mod judge_tests {
-    use super::*;
-
-    fn rule(caller: &str, method: Method, path: &str) -> Rule {
-        Rule {
-            callers: vec![CallerPattern::parse(caller).expect("caller")],
-            methods: vec![method],
-            paths: vec![PathPattern::parse(path).expect("path")],
-            expires: None,
-            id: RuleId::default(),
-        }
-    }
-
-    #[test]
-    fn shadow_rules_are_judged_beside_the_enforced_ones_and_never_change_them() {
-        let a = "a@p.iam.gserviceaccount.com";
-        let allow = vec![rule(a, Method::GET, "/v1/**")];
-        let shadow = vec![
-            rule(a, Method::GET, "/v1/charges"),
-            rule(a, Method::POST, "/v2/x"),
-        ];
-        let decoys = Decoys::default();
-        let access = |shadow| Access {
-            route: "r",
-            rules: &allow,
-            shadow,
-            source_ranges: None,
-        };
-        let attempt = |method, path| Attempt {
-            caller: a,
-            client_ip: None,
-            method,
-            path,
-            now: Utc::now(),
-        };
-        let j = judge(
-            &decoys,
-            access(Some(&shadow)),
-            attempt(&Method::GET, "/v1/charges"),
-        );
-        assert_eq!(
-            (j.enforced.clone().map(|a| a.rule), j.shadow),
-            (Ok(0), Some(Some(0)))
-        );
-        // Allowed today, denied by the candidate rules.
-        let j = judge(
-            &decoys,
-            access(Some(&shadow)),
-            attempt(&Method::GET, "/v1/other"),
-        );
-        assert_eq!((j.enforced.map(|a| a.rule), j.shadow), (Ok(0), Some(None)));
-        // Denied today, allowed by the candidate rules: still denied.
-        let j = judge(
-            &decoys,
-            access(Some(&shadow)),
-            attempt(&Method::POST, "/v2/x"),
-        );
-        assert!(j.enforced.is_err());
-        assert_eq!(j.shadow, Some(Some(1)));
-        // No shadow_allow: no shadow decision.
-        let j = judge(&decoys, access(None), attempt(&Method::GET, "/v1/charges"));
-        assert_eq!(j.shadow, None);
-        // Decoys deny in shadow too.
-        let decoys = Decoys {
-            routes: vec![],
-            callers: vec![CallerPattern::parse(a).expect("caller")],
-        };
-        let j = judge(
-            &decoys,
-            access(Some(&shadow)),
-            attempt(&Method::GET, "/v1/charges"),
-        );
-        assert!(j.enforced.is_err());
-        assert_eq!(j.shadow, Some(None));
     }
 }
 
