@@ -600,3 +600,262 @@ async fn the_proposal_in_shadow_allow_would_deny_nothing_the_pipelines_do_and_wh
         &serde_json::json!(["GET /v1/payouts", "POST /v1/charges"])
     );
 }
+
+/// The LogEntry Cloud Logging makes of one structured stdout line: the payload in
+/// `jsonPayload`, with `httpRequest`, `severity`, `time` (as `timestamp`), the labels and the
+/// trace lifted out of it.
+fn log_entry(line: &str, n: usize) -> serde_json::Value {
+    let mut payload: serde_json::Value = serde_json::from_str(line).expect("audit line");
+    let obj = payload.as_object_mut().expect("object");
+    let mut entry = serde_json::json!({
+        "insertId": format!("{n:016x}"),
+        "logName": "projects/acme/logs/run.googleapis.com%2Fstdout",
+        "resource": {"type": "cloud_run_revision", "labels": {"service_name": "credproxy", "location": "europe-west1"}},
+        "receiveTimestamp": "2026-12-01T00:00:00.123456789Z",
+    });
+    for (from, to) in [
+        ("httpRequest", "httpRequest"),
+        ("severity", "severity"),
+        ("time", "timestamp"),
+        ("logging.googleapis.com/labels", "labels"),
+        ("logging.googleapis.com/trace", "trace"),
+        ("logging.googleapis.com/spanId", "spanId"),
+        ("logging.googleapis.com/trace_sampled", "traceSampled"),
+    ] {
+        if let Some(v) = obj.remove(from) {
+            entry[to] = v;
+        }
+    }
+    entry["jsonPayload"] = payload;
+    entry
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+#[tokio::test]
+async fn report_reads_cloud_logging_exports_gzip_and_stdin_alike() {
+    let d = Deployment::start(FIRST_SHADOW).await;
+    d.usual_traffic().await;
+    let own = d.audit_text(19).await;
+    let config = d.config_file(&d.config);
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+    let baseline = report_json(&config, &path(&d.file("own.jsonl", own.as_bytes())), &[]);
+    assert_eq!(baseline["entries"], 19);
+
+    let entries: Vec<serde_json::Value> = own
+        .lines()
+        .enumerate()
+        .map(|(i, l)| log_entry(l, i))
+        .collect();
+    assert!(entries[0]["jsonPayload"].get("time").is_none() && entries[0]["timestamp"].is_string());
+    // `gcloud logging read --format=json`: an indented array, newest first.
+    let mut newest_first = entries.clone();
+    newest_first.reverse();
+    let array = serde_json::to_string_pretty(&newest_first).expect("json");
+    let lines: String = entries.iter().map(|e| format!("{e}\n")).collect();
+
+    let same = |r: &serde_json::Value, what: &str| {
+        assert_eq!(r["entries"], 19, "{what}");
+        assert_eq!(r["unreadable"], 0, "{what}");
+        assert_eq!(r["findings"], baseline["findings"], "{what}");
+        assert_eq!(r["rules"], baseline["rules"], "{what}");
+        assert_eq!(r["span"]["from"], baseline["span"]["from"], "{what}");
+        assert_eq!(r["span"]["to"], baseline["span"]["to"], "{what}");
+    };
+    same(
+        &report_json(
+            &config,
+            &path(&d.file("export.json", array.as_bytes())),
+            &[],
+        ),
+        "array",
+    );
+    same(
+        &report_json(
+            &config,
+            &path(&d.file("export.jsonl", lines.as_bytes())),
+            &[],
+        ),
+        "LogEntry lines",
+    );
+    same(
+        &report_json(
+            &config,
+            &path(&d.file("export.json.gz", &gzip(array.as_bytes()))),
+            &[],
+        ),
+        "gzip array",
+    );
+    same(
+        &report_json(
+            &config,
+            &path(&d.file("own.jsonl.gz", &gzip(own.as_bytes()))),
+            &[],
+        ),
+        "gzip own",
+    );
+
+    // stdin, gzip-compressed LogEntry lines.
+    let (code, stdout, stderr) = report(
+        &[
+            "--config",
+            &path(&config),
+            "--audit",
+            "-",
+            "--format",
+            "json",
+        ],
+        Some(&gzip(lines.as_bytes())),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    same(&serde_json::from_str(&stdout).expect("json"), "stdin");
+
+    // A broken array: what came before it counts, the rest is one unreadable.
+    let cut = &array[..array.len() / 2];
+    let r = report_json(&config, &path(&d.file("cut.json", cut.as_bytes())), &[]);
+    assert_eq!(r["unreadable"], 1);
+    assert!(
+        r["entries"].as_u64().is_some_and(|n| n > 0 && n < 19),
+        "{}",
+        r["entries"]
+    );
+}
+
+#[tokio::test]
+async fn report_window_ends_at_the_newest_entry_and_exit_codes_follow_the_spec() {
+    let d = Deployment::start("").await;
+    d.usual_traffic().await;
+    let own = d.audit_text(19).await;
+    let config = d.config_file(&d.config);
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_string();
+
+    // The first five entries (2 GET /v1/charges and 3 charge ids) are 40 days old.
+    let old = chrono::Utc::now() - chrono::Duration::days(40);
+    let old_text = old.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let shifted: String = own
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut e: serde_json::Value = serde_json::from_str(l).expect("json");
+            if i < 5 {
+                e["time"] = old_text.clone().into();
+            }
+            format!("{e}\n")
+        })
+        .collect();
+    let audit = path(&d.file("shifted.jsonl", shifted.as_bytes()));
+    let r = report_json(&config, &audit, &[]);
+    assert_eq!(
+        (r["entries"].as_u64(), r["input"]["entries"].as_u64()),
+        (Some(14), Some(19))
+    );
+    assert_eq!(r["input"]["outside_window"], 5);
+    assert_eq!(r["input"]["span"]["from"], old_text.as_str());
+    assert!(r["span"]["from"].as_str() > Some(old_text.as_str()));
+    assert_eq!(r["window"]["to"], r["span"]["to"]);
+    assert_eq!(rule(&r, "routes.stripe.allow[1]")["requests"], 10);
+    let r = report_json(&config, &audit, &["--since", "all"]);
+    assert_eq!(r["entries"], 19);
+    assert_eq!(rule(&r, "routes.stripe.allow[1]")["requests"], 15);
+    let r = report_json(&config, &audit, &["--since", "41d"]);
+    assert_eq!(r["entries"], 19);
+    let since = (chrono::Utc::now() - chrono::Duration::days(39)).to_rfc3339();
+    assert_eq!(
+        report_json(&config, &audit, &["--since", &since])["entries"],
+        14
+    );
+
+    // --fail-on-unused: 4 on unused_rule / unused_caller, with the report still written.
+    let (code, stdout, _) = report(
+        &[
+            "--config",
+            &path(&config),
+            "--audit",
+            &audit,
+            "--fail-on-unused",
+        ],
+        None,
+    );
+    assert_eq!(code, 4);
+    assert!(stdout.contains("unused_rule"), "{stdout}");
+    // Every rule and caller used (methods and paths too broad): 0.
+    let used_only = d.config.replace(
+        &format!("      - callers: [\"{READER}\", \"{WRITER}\"]"),
+        &format!("      - callers: [\"{READER}\"]"),
+    );
+    let used_only = used_only[..used_only
+        .find(&format!("      - callers: [\"{NOBODY}\"]"))
+        .expect("rule 2")]
+        .to_string();
+    let used_config = d.file("used.yaml", used_only.as_bytes());
+    let (code, stdout, stderr) = report(
+        &[
+            "--config",
+            &path(&used_config),
+            "--audit",
+            &audit,
+            "--fail-on-unused",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert!(findings(&r).iter().any(|f| f.0 == "broad_path"));
+    assert!(
+        !findings(&r)
+            .iter()
+            .any(|f| f.0 == "unused_rule" || f.0 == "unused_caller")
+    );
+
+    // 1: a bad config, an unreadable input, no audit entry at all.
+    let bad = d.file(
+        "bad.yaml",
+        d.config
+            .replace("methods: [\"GET\"]", "methods: [\"FETCH\"]")
+            .as_bytes(),
+    );
+    let (code, _, stderr) = report(&["--config", &path(&bad), "--audit", &audit], None);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("routes.stripe.allow[0].methods[0]"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = report(
+        &[
+            "--config",
+            &path(&config),
+            "--audit",
+            "/nonexistent/audit.jsonl",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+    let garbage = path(&d.file("garbage.txt", b"hello\n{\"message\":\"x\"}\n[1,2\n"));
+    let (code, _, stderr) = report(&["--config", &path(&config), "--audit", &garbage], None);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no readable audit entry (2 unreadable, 1 other JSON objects)"),
+        "{stderr}"
+    );
+    // A bad window is a usage error.
+    let (code, _, stderr) = report(
+        &[
+            "--config",
+            &path(&config),
+            "--audit",
+            &audit,
+            "--since",
+            "soon",
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{stderr}");
+}
