@@ -24,7 +24,7 @@ pub fn escape(text: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
-table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left}\
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left;max-width:36em;overflow-wrap:anywhere}\
 thead th{background:#eee}ul{margin:0;padding-left:1.2em}.used{color:#05600c}.unused{color:#a00;text-decoration:line-through}\
 .none{color:#999}code,pre{background:#f6f6f6}pre{padding:1em;overflow:auto}.code{font-family:monospace;font-weight:bold}";
 

@@ -859,3 +859,156 @@ async fn report_window_ends_at_the_newest_entry_and_exit_codes_follow_the_spec()
     );
     assert_eq!(code, 2, "{stderr}");
 }
+
+// ------------------------------------------------------------------------------------------
+// The HTML page, in a real browser
+
+/// Runs headless Chromium (Debian's `chromium`) on `args`, with a fresh profile; returns
+/// its stdout. Panics naming the install command when it is missing.
+fn chromium(args: &[&str]) -> String {
+    let binary = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the HTML report test needs Chromium: apt-get install -y --no-install-recommends chromium (.ci/run installs it when missing)"
+            )
+        });
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A caller email and a path that would run script if the page did not escape them.
+const EVIL_CALLER: &str =
+    "<script>document.body.setAttribute('data-pwned','caller')</script>@evil.example";
+const EVIL_PATH: &str = "/stripe/v1/%3Cimg%20src%3Dx%20onerror%3D%22document.body.setAttribute(%27data-pwned%27,%27path%27)%22%3E";
+
+#[tokio::test]
+async fn html_report_renders_the_matrix_and_findings_in_chromium_and_escapes_what_callers_send() {
+    let d = Deployment::start(FIRST_SHADOW).await;
+    d.usual_traffic().await;
+    use reqwest::Method as M;
+    assert_eq!(d.send(M::GET, READER, EVIL_PATH).await, 200);
+    assert_eq!(d.send(M::GET, EVIL_CALLER, "/stripe/v1/charges").await, 403);
+    let audit = d.audit_text(21).await;
+    let audit_path = d.file("audit.jsonl", audit.as_bytes());
+    let config = d.config_file(&d.config);
+    let page = d.dir.path().join("report.html");
+    let (code, stdout, stderr) = report(
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--audit",
+            audit_path.to_str().expect("utf-8"),
+            "--format",
+            "html",
+            "--out",
+            page.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty(), "--out writes the file only: {stdout}");
+    let html = std::fs::read_to_string(&page).expect("page");
+    // Self-contained: no script, no external asset.
+    for needle in ["<script", "<link", "<img", "url(", "http://", "https://"] {
+        assert!(!html.contains(needle), "the page has {needle}");
+    }
+
+    let url = format!("file://{}", page.display());
+    let dom = chromium(&["--dump-dom", &url]);
+    assert!(dom.contains("<table id=\"matrix\">"), "{dom}");
+    assert!(dom.contains("<th scope=\"col\">stripe</th>"), "{dom}");
+    let cell = |caller: &str, items: &str| {
+        format!("<td data-caller=\"{caller}\" data-route=\"stripe\"><ul>{items}</ul></td>")
+    };
+    for (caller, items) in [
+        (
+            READER,
+            "<li class=\"used\">GET used</li><li class=\"unused\">POST unused</li>",
+        ),
+        (
+            WRITER,
+            "<li class=\"used\">GET used</li><li class=\"unused\">POST unused</li>",
+        ),
+        (NOBODY, "<li class=\"unused\">GET unused</li>"),
+    ] {
+        let want = cell(caller, items);
+        assert!(dom.contains(&want), "no cell {want} in\n{dom}");
+    }
+    for code in [
+        "unused_rule",
+        "unused_caller",
+        "unused_method",
+        "broad_path",
+        "denied_caller",
+        "decoy_hit",
+        "expiring_grant",
+        "shadow_would_deny",
+    ] {
+        assert!(
+            dom.contains(&format!(
+                "<tr class=\"finding\" data-code=\"{code}\"><td class=\"code\">{code}</td>"
+            )),
+            "no {code} finding in the page"
+        );
+    }
+    assert!(
+        dom.contains("<code>GET /v1/charges</code>"),
+        "decoy evidence: {dom}"
+    );
+    // The attacks stayed text: no element was made of them and no script ran.
+    assert!(!dom.contains("<img") && !dom.contains("<script"), "{dom}");
+    assert!(!dom.contains("<body data-pwned"), "script ran: {dom}");
+    assert!(dom.contains("&lt;img src=x onerror="), "{dom}");
+    assert!(
+        dom.contains("&lt;script&gt;document.body.setAttribute"),
+        "{dom}"
+    );
+
+    // A screenshot for people (kept under the target directory, never committed).
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("credproxy-report.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1400,2000",
+        "--hide-scrollbars",
+        &url,
+    ]);
+    let png = std::fs::read(&shot).expect("screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    println!("report screenshot: {}", shot.display());
+}
