@@ -492,6 +492,27 @@ async fn report_on_own_audit_lines_finds_each_code_with_exact_counts() {
     assert!(!proposal.contains(NOBODY), "{proposal}");
     assert!(r["proposal"]["terraform"].is_null());
 
+    // A config rendered by the Terraform module gets the proposal in its variable's shape
+    // too (so policy and IAM stay one source); --terraform asks for it on any config.
+    let rendered = d.file(
+        "rendered.yaml",
+        format!("# Rendered by Terraform (terraform/modules/credproxy_config). Do not edit: change the Terraform variables.\n{}", d.config).as_bytes(),
+    );
+    for (config, extra) in [(&rendered, &[][..]), (&config, &["--terraform"][..])] {
+        let r = report_json(config, audit_path.to_str().expect("utf-8"), extra);
+        let tf = r["proposal"]["terraform"]
+            .as_str()
+            .expect("terraform proposal");
+        assert!(
+            tf.contains(&format!("shadow_grants = [\n  {{\n    caller  = \"{WRITER}\"\n    route   = \"stripe\"\n    methods = [\"GET\"]\n    paths   = [\"/v1/balance\"]\n    expires = \"")),
+            "{tf}"
+        );
+        assert!(
+            tf.contains(&format!("    caller  = \"{READER}\"\n    route   = \"stripe\"\n    methods = [\"GET\"]\n    paths   = [\"/v1/charges\", \"/v1/charges/*\", \"/v1/customers/cu_1\"]\n  }},\n]\n")),
+            "{tf}"
+        );
+    }
+
     // The text form says the same for people.
     let (code, text, _) = report(
         &[
