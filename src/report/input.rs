@@ -197,7 +197,8 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// One element as written: credproxy's own entry, or a LogEntry around one.
+/// One element as written: credproxy's own entry, or a LogEntry around one. Only the fields
+/// the report uses are read (no `status`: a BigQuery export writes integers as strings).
 #[derive(Debug, Default, Deserialize)]
 pub struct RawEntry {
     time: Option<String>,
@@ -222,7 +223,6 @@ struct RawHttp {
     request_method: Option<String>,
     #[serde(rename = "requestUrl")]
     request_url: Option<String>,
-    status: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,8 +254,6 @@ pub struct Entry {
     pub method: String,
     /// `httpRequest.requestUrl`: the path and query as received.
     pub url: String,
-    /// `httpRequest.status`.
-    pub status: Option<u16>,
 }
 
 impl RawEntry {
@@ -291,7 +289,6 @@ impl RawEntry {
             }),
             method: http.request_method.unwrap_or_default(),
             url: http.request_url.unwrap_or_default(),
-            status: http.status,
         })
     }
 }
