@@ -364,10 +364,11 @@ fn report_json(config: &std::path::Path, audit: &str, extra: &[&str]) -> serde_j
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report JSON ({e}):\n{stdout}"))
 }
 
+/// A finding as (code, rule, caller, count), for exact comparison.
+type Found = (String, Option<String>, Option<String>, Option<u64>);
+
 /// Findings as (code, rule, caller, count) for exact comparison.
-fn findings(
-    report: &serde_json::Value,
-) -> Vec<(String, Option<String>, Option<String>, Option<u64>)> {
+fn findings(report: &serde_json::Value) -> Vec<Found> {
     report["findings"]
         .as_array()
         .expect("findings")
