@@ -206,7 +206,7 @@ impl<'c> Usage<'c> {
         let raw_path = e.url.split('?').next().unwrap_or_default();
         let target = policy::normalise(raw_path).ok();
         let path = target.as_ref().map_or(raw_path, |t| t.path.as_ref());
-        let sample = format!("{} {path}", e.method);
+        let sample = || format!("{} {path}", e.method);
         let route = e
             .route
             .as_deref()
@@ -231,7 +231,7 @@ impl<'c> Usage<'c> {
                     .would_deny
                     .entry(key)
                     .or_default()
-                    .add(e, sample.clone(), None);
+                    .add(e, sample(), None);
             }
         }
         if e.reason.as_deref() == Some("decoy") {
@@ -241,7 +241,14 @@ impl<'c> Usage<'c> {
                 .or_else(|| target.as_ref().map(|t| t.route.to_string()))
                 .unwrap_or_default();
             let key = (route, e.caller.clone());
-            track(&mut self.decoys, &mut self.untracked, key, e, sample, None);
+            track(
+                &mut self.decoys,
+                &mut self.untracked,
+                key,
+                e,
+                sample(),
+                None,
+            );
             return;
         }
         let Some(route) = route else {
@@ -261,7 +268,7 @@ impl<'c> Usage<'c> {
                     &mut self.untracked,
                     key,
                     e,
-                    sample,
+                    sample(),
                     Some(reason),
                 );
             }

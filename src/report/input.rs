@@ -50,25 +50,26 @@ impl Source {
         })
     }
 
-    /// A fresh reader over the decompressed bytes (gzip is recognised by its magic bytes,
-    /// whatever the name says; concatenated gzip members are read in turn).
-    fn reader(&self) -> io::Result<Box<dyn BufRead>> {
-        let mut file = BufReader::with_capacity(256 * 1024, File::open(&self.path)?);
-        let gzip = file.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-        Ok(if gzip {
-            Box::new(BufReader::with_capacity(
-                256 * 1024,
-                flate2::bufread::MultiGzDecoder::new(file),
-            ))
-        } else {
-            Box::new(file)
-        })
-    }
-
     /// Calls `each` with every element of the input parsed as `T` (`None` when it is not
-    /// JSON or not of `T`'s shape); returns what was counted along the way.
+    /// JSON or not of `T`'s shape). The bytes are decompressed when they are gzip (known by
+    /// its magic bytes, whatever the name says; concatenated members are read in turn).
     pub fn for_each<T: DeserializeOwned>(&self, mut each: impl FnMut(Option<T>)) -> io::Result<()> {
-        let mut reader = self.reader()?;
+        let mut file = BufReader::with_capacity(256 * 1024, File::open(&self.path)?);
+        if file.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
+            let gz = flate2::bufread::MultiGzDecoder::new(file);
+            read_any(BufReader::with_capacity(256 * 1024, gz), &mut each)
+        } else {
+            read_any(file, &mut each)
+        }
+    }
+}
+
+/// JSON lines or one JSON array, told apart by the first non-blank byte.
+fn read_any<T: DeserializeOwned, R: BufRead>(
+    mut reader: R,
+    each: &mut impl FnMut(Option<T>),
+) -> io::Result<()> {
+    {
         // An array (a `gcloud logging read --format=json` export) or JSON lines.
         let array = loop {
             let buf = reader.fill_buf()?;
@@ -86,17 +87,17 @@ impl Source {
             }
         };
         if array {
-            read_array(reader, &mut each);
+            read_array(reader, each);
             Ok(())
         } else {
-            read_lines(reader, &mut each)
+            read_lines(reader, each)
         }
     }
 }
 
 /// JSON lines: each non-blank line is one element.
-fn read_lines<T: DeserializeOwned>(
-    mut reader: Box<dyn BufRead>,
+fn read_lines<T: DeserializeOwned, R: BufRead>(
+    mut reader: R,
     each: &mut impl FnMut(Option<T>),
 ) -> io::Result<()> {
     let mut line = Vec::with_capacity(16 * 1024);
@@ -131,7 +132,7 @@ fn read_lines<T: DeserializeOwned>(
 /// A JSON array, one element at a time: each is taken as raw JSON text and parsed on its
 /// own, so an element of another shape is counted, not fatal. A syntax error ends the array
 /// (what follows cannot be framed) and counts once.
-fn read_array<T: DeserializeOwned>(reader: Box<dyn BufRead>, each: &mut impl FnMut(Option<T>)) {
+fn read_array<T: DeserializeOwned, R: BufRead>(reader: R, each: &mut impl FnMut(Option<T>)) {
     struct Elements<'a, T, F>(&'a mut F, std::marker::PhantomData<T>);
 
     impl<'de, T: DeserializeOwned, F: FnMut(Option<T>)> Visitor<'de> for Elements<'_, T, F> {
