@@ -114,7 +114,7 @@ pub struct Usage<'c> {
     pub denied: BTreeMap<(String, String), Group>,
     /// Decoy hits per (route as requested, caller).
     pub decoys: BTreeMap<(String, Option<String>), Group>,
-    /// Denials or decoy hits beyond [`MAX_TRACKED`] groups.
+    /// Denials, decoy hits or shadow misses beyond [`MAX_TRACKED`] groups each.
     pub untracked: u64,
     /// Allowed entries matched to no rule of the config (rule gone, or no `rule` field).
     pub unattributed: u64,
@@ -227,11 +227,14 @@ impl<'c> Usage<'c> {
             }
             if e.allowed && !would_allow {
                 let key = e.rule.clone().unwrap_or_default();
-                shadow
-                    .would_deny
-                    .entry(key)
-                    .or_default()
-                    .add(e, sample(), None);
+                track(
+                    &mut shadow.would_deny,
+                    &mut self.untracked,
+                    key,
+                    e,
+                    sample(),
+                    None,
+                );
             }
         }
         if e.reason.as_deref() == Some("decoy") {
