@@ -130,6 +130,7 @@ fn rule(r: usize, j: usize, now: DateTime<Utc>) -> Rule {
         expires: j
             .is_multiple_of(5)
             .then(|| now + chrono::Duration::days(30)),
+        id: Default::default(),
     }
 }
 

@@ -131,6 +131,24 @@ pub struct AuditEntry {
     pub scrubbed: u64,
     /// Replayed once after an upstream 401 with a newer secret version.
     pub retried: bool,
+    /// Key path of the rule that allowed the request (allowed entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Arc<str>>,
+    /// `rule_hash` of that rule (allowed entries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_hash: Option<Arc<str>>,
+    /// The shadow decision, on routes with `shadow_allow`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowEntry>,
+}
+
+/// The audit entry's `shadow`: what `shadow_allow` would have decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowEntry {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// `routes.R.shadow_allow[i]` when a shadow rule would allow, else null.
+    pub rule: Option<Arc<str>>,
 }
 
 /// What the stages learned about one request.
@@ -169,6 +187,10 @@ pub struct RequestContext {
     pub client_ip: Option<std::net::IpAddr>,
     /// Time from sending upstream to the upstream's response headers.
     pub upstream_elapsed: Option<std::time::Duration>,
+    /// The rule that allowed the request.
+    pub rule: Option<crate::policy::RuleId>,
+    /// The shadow decision, on routes with `shadow_allow`.
+    pub shadow: Option<ShadowEntry>,
 }
 
 /// Trace ids from `traceparent` or `X-Cloud-Trace-Context`.
@@ -258,6 +280,8 @@ impl RequestContext {
             decoy: false,
             client_ip: None,
             upstream_elapsed: None,
+            rule: None,
+            shadow: None,
         }
     }
 
@@ -289,6 +313,8 @@ impl RequestContext {
             Severity::Info
         };
         let decision = if self.allowed { "allow" } else { "deny" };
+        // Only an allowed entry names a rule.
+        let rule = self.rule.take().filter(|_| self.allowed);
         // The path only, bounded: the whole URL is in httpRequest.requestUrl.
         let path = self.request_url.split('?').next().unwrap_or_default();
         let path = if path.len() > MAX_MESSAGE_PATH_BYTES {
@@ -348,6 +374,9 @@ impl RequestContext {
             environment: config.environment.clone(),
             scrubbed: self.scrubbed.load(Ordering::Relaxed),
             retried: self.retried,
+            rule_hash: rule.as_ref().map(|r| r.hash.clone()),
+            rule: rule.map(|r| r.key),
+            shadow: self.shadow.take(),
         }
     }
 }

@@ -91,7 +91,14 @@ pub fn explain_question(config: &Config, q: Question<'_>) -> Explanation {
         path: &target.path,
         now: q.at,
     };
-    match policy::authorize_request(&config.decoys, route.access(), attempt) {
+    let judged = policy::judge(&config.decoys, route.access(), attempt);
+    // One line for routes with shadow_allow; the exit code follows the enforced decision.
+    let shadow = match judged.shadow {
+        None => String::new(),
+        Some(Some(i)) => format!("shadow: allow routes.{}.shadow_allow[{i}]\n", route.name),
+        Some(None) => "shadow: deny\n".to_string(),
+    };
+    let mut explanation = match judged.enforced {
         Ok(allowed) => {
             let upstream = format!(
                 "{}{}{}",
@@ -139,7 +146,9 @@ pub fn explain_question(config: &Config, q: Question<'_>) -> Explanation {
                 route.allow.len()
             ),
         }),
-    }
+    };
+    explanation.report.push_str(&shadow);
+    explanation
 }
 
 #[cfg(test)]
@@ -181,6 +190,47 @@ routes:
             "{}",
             e.report
         );
+    }
+
+    #[test]
+    fn prints_the_shadow_decision_and_keeps_the_enforced_verdict() {
+        let text = r#"
+identity: { audiences: ["a"] }
+routes:
+  stripe:
+    upstream: "https://api.stripe.com"
+    credential: { secret: "env:K", inject: { header: { name: Authorization, format: "Bearer {secret}" } } }
+    allow:
+      - callers: ["a@p.iam.gserviceaccount.com"]
+        methods: [GET]
+        paths: ["/v1/**"]
+    shadow_allow:
+      - callers: ["a@p.iam.gserviceaccount.com"]
+        methods: [GET, DELETE]
+        paths: ["/v1/charges"]
+"#;
+        let c = crate::config::parse(text, &|_| None).expect("valid").0;
+        let a = "a@p.iam.gserviceaccount.com";
+        let e = explain(&c, a, "GET", "/stripe/v1/charges", Utc::now());
+        assert!(e.allowed);
+        assert!(
+            e.report
+                .ends_with("shadow: allow routes.stripe.shadow_allow[0]\n"),
+            "{}",
+            e.report
+        );
+        let e = explain(&c, a, "GET", "/stripe/v1/other", Utc::now());
+        assert!(e.allowed);
+        assert!(e.report.ends_with("\nshadow: deny\n"), "{}", e.report);
+        let e = explain(&c, a, "DELETE", "/stripe/v1/charges", Utc::now());
+        assert!(!e.allowed, "the shadow rule never allows: {}", e.report);
+        assert!(
+            e.report
+                .contains("shadow: allow routes.stripe.shadow_allow[0]")
+        );
+        // No shadow_allow, no shadow line.
+        let e = explain(&config(), a, "GET", "/stripe/v1/x", Utc::now());
+        assert!(!e.report.contains("shadow"), "{}", e.report);
     }
 
     #[test]

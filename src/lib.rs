@@ -38,6 +38,7 @@
 //! | 6 | `server` | the accept loop and drain, `/_credproxy/*`, thread-per-core serving |
 //! | 6 | `dev` | the offline demo |
 //! | 6 | `explain` | the policy dry run |
+//! | 6 | `report` | the least-privilege report: audit input, usage, findings, proposals, HTML |
 //!
 //! # Stage order
 //!
@@ -75,6 +76,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod raw;
+pub mod report;
 pub mod scrub;
 pub mod secrets;
 pub mod server;

@@ -1,5 +1,6 @@
 //! The `credproxy` command line: parses arguments, calls the library, maps outcomes to exit
-//! codes (0 ok, 1 error, 2 usage, 3 `explain` deny).
+//! codes (0 ok, 1 error, 2 usage, 3 `explain` deny, 4 `report --fail-on-unused` found unused
+//! grants).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,12 +58,45 @@ enum Command {
         /// Request path as the caller would send it: /ROUTE/PATH
         url_path: String,
     },
+    /// Least-privilege report from audit entries: usage per rule, findings, narrower rules.
+    Report {
+        /// Configuration file (today's rules).
+        #[arg(long)]
+        config: PathBuf,
+        /// Audit entries: credproxy's JSON lines or a Cloud Logging export (JSON array or
+        /// JSON lines of LogEntry), plain or gzip; `-` for stdin.
+        #[arg(long)]
+        audit: PathBuf,
+        /// Window ending at the newest entry (30d, 12h, 90m, 2w), an RFC 3339 time, or all.
+        #[arg(long, default_value = "30d", value_parser = credproxy::report::Since::parse)]
+        since: credproxy::report::Since,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Write the report here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Exit 4 when a rule or a rule's caller had no traffic in the window.
+        #[arg(long)]
+        fail_on_unused: bool,
+        /// Also propose `shadow_grants` for the Terraform module credproxy_config (implied
+        /// when the config starts with the module's "Rendered by Terraform" header).
+        #[arg(long)]
+        terraform: bool,
+    },
     /// Offline demo: local signing key and JWKS, echo upstream, ready config, curl lines.
     Dev {
         /// Port on 127.0.0.1 (default $PORT, else 8080).
         #[arg(long)]
         port: Option<u16>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Html,
 }
 
 fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -143,6 +177,65 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Report {
+            config: path,
+            audit,
+            since,
+            format,
+            out,
+            fail_on_unused,
+            terraform,
+        } => {
+            let (config, rendered) = match config::load_file(&path, &env) {
+                Ok((config, _)) => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let rendered = text.starts_with(credproxy::report::proposal::TERRAFORM_HEADER);
+                    (config, rendered)
+                }
+                Err(problems) => {
+                    print_problems(&problems.0);
+                    return ExitCode::from(1);
+                }
+            };
+            let options = credproxy::report::Options {
+                audit,
+                since,
+                terraform: terraform || rendered,
+                now: chrono::Utc::now(),
+            };
+            let report = match credproxy::report::run(&config, &options) {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("credproxy report: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let text = match format {
+                Format::Text => credproxy::report::text(&report),
+                Format::Json => {
+                    let mut json = serde_json::to_string_pretty(&report).unwrap_or_default();
+                    json.push('\n');
+                    json
+                }
+                Format::Html => credproxy::report::html::render(&report),
+            };
+            let written = match &out {
+                Some(file) => std::fs::write(file, text),
+                None => {
+                    use std::io::Write as _;
+                    std::io::stdout().lock().write_all(text.as_bytes())
+                }
+            };
+            if let Err(e) = written {
+                eprintln!("credproxy report: cannot write the report: {e}");
+                return ExitCode::from(1);
+            }
+            if fail_on_unused && report.has_unused() {
+                ExitCode::from(4)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Command::Serve { config: flag } => {
             credproxy::telemetry::init_json();
             let path = config::config_path(flag, &env);

@@ -36,6 +36,17 @@ pub struct RouteLabel {
     pub route: String,
 }
 
+/// Labels of `credproxy_shadow_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    /// Route name.
+    pub route: String,
+    /// The enforced decision, `allow` or `deny`.
+    pub enforced: &'static str,
+    /// What `shadow_allow` decided, `allow` or `deny`.
+    pub shadow: &'static str,
+}
+
 /// Labels naming a route and a limit scope.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
@@ -86,6 +97,8 @@ pub struct Metrics {
     pub audit_dropped: Counter,
     /// Requests in flight.
     pub in_flight: Gauge<i64, AtomicI64>,
+    /// Shadow decisions by route, enforced decision and shadow decision.
+    pub shadow_decisions: Family<ShadowLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -167,8 +180,15 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Requests in flight",
         in_flight.clone(),
     );
+    let shadow_decisions = Family::default();
+    registry.register(
+        "shadow_decisions",
+        "Decisions of shadow_allow rules by route, enforced decision and shadow decision",
+        shadow_decisions.clone(),
+    );
     Metrics {
         registry,
+        shadow_decisions,
         requests,
         upstream_seconds,
         overhead_seconds,
@@ -250,6 +270,8 @@ pub struct RouteMetrics {
     pub overhead: Histogram,
     /// Scrubbed occurrences.
     pub scrubbed: Counter,
+    /// `[enforced][shadow]`, 0 allow and 1 deny, on routes with `shadow_allow`.
+    shadow: Option<[[Counter; 2]; 2]>,
 }
 
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
@@ -274,6 +296,33 @@ impl RouteMetrics {
             upstream: m.upstream_seconds.get_or_create_owned(&label),
             overhead: m.overhead_seconds.get_or_create_owned(&label),
             scrubbed: m.scrubbed.get_or_create_owned(&label),
+            shadow: None,
+        }
+    }
+
+    /// Adds the shadow decision handles (for a route with `shadow_allow`).
+    pub fn with_shadow(mut self, route: &str, shadow: bool) -> Self {
+        if shadow {
+            let m = metrics();
+            let counter = |enforced: &'static str, shadow: &'static str| {
+                m.shadow_decisions.get_or_create_owned(&ShadowLabels {
+                    route: route.to_string(),
+                    enforced,
+                    shadow,
+                })
+            };
+            self.shadow = Some([
+                [counter("allow", "allow"), counter("allow", "deny")],
+                [counter("deny", "allow"), counter("deny", "deny")],
+            ]);
+        }
+        self
+    }
+
+    /// Counts one shadow decision.
+    pub fn count_shadow(&self, enforced_allow: bool, shadow_allow: bool) {
+        if let Some(shadow) = &self.shadow {
+            shadow[usize::from(!enforced_allow)][usize::from(!shadow_allow)].inc();
         }
     }
 

@@ -201,7 +201,8 @@ fn route<'a, 'p>(
     Ok((route, target))
 }
 
-/// authorize: default deny, decided by the function `explain` uses too (403).
+/// authorize: default deny, decided by the function `explain` uses too (403); on a route with
+/// `shadow_allow`, the shadow decision is recorded for the audit entry and the metric.
 fn authorize(
     app: &App,
     cx: &mut RequestContext,
@@ -210,7 +211,7 @@ fn authorize(
     parts: &Parts,
     target: &Target<'_>,
 ) -> Result<(), ProxyError> {
-    policy::authorize_request(
+    let judged = policy::judge(
         &app.config.decoys,
         route.spec.access(),
         Attempt {
@@ -220,8 +221,20 @@ fn authorize(
             path: &target.path,
             now: chrono::Utc::now(),
         },
-    )?;
+    );
+    if let Some(shadow) = judged.shadow {
+        route
+            .metrics
+            .count_shadow(judged.enforced.is_ok(), shadow.is_some());
+        let rule = shadow.and_then(|i| route.spec.shadow_allow.as_deref()?.get(i));
+        cx.shadow = Some(crate::audit::ShadowEntry {
+            decision: if rule.is_some() { "allow" } else { "deny" },
+            rule: rule.map(|r| r.id.key.clone()),
+        });
+    }
+    let allowed = judged.enforced?;
     cx.allowed = true;
+    cx.rule = route.spec.allow.get(allowed.rule).map(|r| r.id.clone());
     Ok(())
 }
 

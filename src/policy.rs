@@ -13,10 +13,15 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use http::Method;
 use percent_encoding::percent_decode_str;
+
+mod contain;
+mod shadow;
+pub use shadow::{Judgement, judge};
 
 /// Why a request target was rejected before policy (400 `bad_request`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -396,6 +401,22 @@ pub struct Rule {
     pub paths: Vec<PathPattern>,
     /// After this the rule matches nothing.
     pub expires: Option<DateTime<Utc>>,
+    /// Where the rule stands in the configuration and what it said, for the audit entry.
+    pub id: RuleId,
+}
+
+/// A rule's attribution, computed once when the configuration is loaded: every allowed
+/// audit entry carries `key` and `hash`, so usage is attributed exactly even after rules
+/// are reordered (SPEC, "Least-privilege report and shadow rules").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleId {
+    /// Key path, `routes.R.allow[i]` or `routes.R.shadow_allow[i]`.
+    pub key: Arc<str>,
+    /// First 8 lower-case hex digits of SHA-256 of `canonical`.
+    pub hash: Arc<str>,
+    /// The rule's canonical JSON: keys `callers`, `methods`, `paths` and (when set)
+    /// `expires`, sorted, lists in written order, values as written, no whitespace.
+    pub canonical: Arc<str>,
 }
 
 impl Rule {
@@ -520,6 +541,8 @@ pub struct Access<'a> {
     pub route: &'a str,
     /// Its allow rules.
     pub rules: &'a [Rule],
+    /// Its `shadow_allow` rules, when it has them: judged, never enforced.
+    pub shadow: Option<&'a [Rule]>,
     /// Its `source_ranges` (`None`: any address).
     pub source_ranges: Option<&'a [ipnet::IpNet]>,
 }
@@ -741,6 +764,37 @@ mod tests {
     }
 
     #[test]
+    fn pattern_containment_is_proved_or_refused() {
+        for (narrow, wide) in [
+            ("/v1/charges", "/v1/**"),
+            ("/v1/charges/*", "/v1/**"),
+            ("/v1/**", "/v1/**"),
+            ("/v1/a/**", "/v1/**"),
+            ("/v1/a/b", "/v1/*/b"),
+            ("/v1/*/items", "/v1/**/items"),
+            ("/v1/items", "/v1/**/items"),
+            ("/v1/a/", "/v1/**"),
+            ("/", "/**"),
+        ] {
+            assert!(pat(narrow).within(&pat(wide)), "{narrow} within {wide}");
+        }
+        for (narrow, wide) in [
+            ("/v1/**", "/v1/*"),
+            ("/v2/a", "/v1/**"),
+            ("/v1/*", "/v1/a"),
+            ("/v1/a/", "/v1/a/*"),
+            ("/v1/**", "/v1/**/items"),
+            ("/v1/a/b", "/v1/*"),
+            ("/v1", "/v1/*"),
+        ] {
+            assert!(
+                !pat(narrow).within(&pat(wide)),
+                "{narrow} not within {wide}"
+            );
+        }
+    }
+
+    #[test]
     fn rejects_bad_patterns() {
         for p in [
             "v1", "/v1//a", "/v1/a*", "/**/x/**", "/v1/../x", "/v1?x", "/a%2fb",
@@ -780,12 +834,14 @@ mod tests {
                 methods: vec![Method::GET],
                 paths: vec![pat("/v1/**")],
                 expires: None,
+                id: RuleId::default(),
             },
             Rule {
                 callers: vec![CallerPattern::parse("b@p.iam.gserviceaccount.com").expect("ok")],
                 methods: vec![Method::POST],
                 paths: vec![pat("/v1/**")],
                 expires: Some(now - chrono::Duration::seconds(1)),
+                id: RuleId::default(),
             },
         ];
         let a = "a@p.iam.gserviceaccount.com";

@@ -89,7 +89,8 @@ impl App {
             .cloned()
             .zip(credentials)
             .map(|(spec, credential)| {
-                let metrics = RouteMetrics::new(&spec.name);
+                let metrics = RouteMetrics::new(&spec.name)
+                    .with_shadow(&spec.name, spec.shadow_allow.is_some());
                 let limits = crate::limit::RouteLimits::new(spec.rate_limit, spec.route_rate_limit);
                 // The store registered every upstream_tls reference; a missing one is a bug,
                 // and must stop the start rather than fall back to a client without a

@@ -251,6 +251,8 @@ pub struct RouteSpec {
     pub credential: CredentialSpec,
     /// Allow rules; none matching means deny.
     pub allow: Vec<Rule>,
+    /// Candidate rules judged beside `allow` but never enforced (`None`: not configured).
+    pub shadow_allow: Option<Vec<Rule>>,
     /// Headers set on every upstream request.
     pub request_headers_set: Vec<(HeaderName, HeaderValue)>,
     /// Caller headers never forwarded.
@@ -281,6 +283,7 @@ impl RouteSpec {
         crate::policy::Access {
             route: &self.name,
             rules: &self.allow,
+            shadow: self.shadow_allow.as_deref(),
             source_ranges: self.source_ranges.as_deref(),
         }
     }

@@ -119,6 +119,7 @@ pub(super) struct RawRoute {
     pub(super) upstream_tls: Option<RawUpstreamTls>,
     #[serde(default)]
     pub(super) allow: Vec<RawRule>,
+    pub(super) shadow_allow: Option<Vec<RawRule>>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub(super) request_headers: RawRequestHeaders,
     #[serde(default, deserialize_with = "null_as_default")]

@@ -125,6 +125,25 @@ impl Validator<'_> {
             }
         }
 
+        let mut shadow_allow = None;
+        if let Some(raw_shadow) = raw.shadow_allow {
+            if raw_shadow.is_empty() {
+                self.push(
+                    Severity::Warning,
+                    &format!("{p}.shadow_allow"),
+                    "an empty shadow_allow judges every request a shadow deny: remove the key to judge nothing",
+                );
+            }
+            let mut rules = Vec::with_capacity(raw_shadow.len());
+            for (i, rule) in raw_shadow.into_iter().enumerate() {
+                match self.rule(&format!("{p}.shadow_allow[{i}]"), rule) {
+                    Some(rule) => rules.push(rule),
+                    None => ok = false,
+                }
+            }
+            shadow_allow = Some(rules);
+        }
+
         let injected_header = credential.as_ref().and_then(|c| c.inject.owned_header());
         let mut request_headers_set = Vec::new();
         for (hname, value) in raw.request_headers.set {
@@ -208,6 +227,7 @@ impl Validator<'_> {
             upstream: upstream?,
             credential: credential?,
             allow,
+            shadow_allow,
             request_headers_set,
             request_headers_remove,
             response_headers_remove,
@@ -290,6 +310,7 @@ impl Validator<'_> {
     }
 
     fn rule(&mut self, p: &str, raw: RawRule) -> Option<Rule> {
+        let id = rule_id(p, &raw);
         let mut ok = true;
         for (key, empty) in [
             ("callers", raw.callers.is_empty()),
@@ -373,7 +394,41 @@ impl Validator<'_> {
             methods,
             paths,
             expires,
+            id,
         })
+    }
+}
+
+/// The canonical JSON of a rule as written: the object of its keys `callers`, `methods`,
+/// `paths` and (when set) `expires`, keys sorted, lists in the order written, values as
+/// written, no whitespace (SPEC, "Least-privilege report and shadow rules").
+pub(super) fn canonical_rule(raw: &RawRule) -> String {
+    let mut object = std::collections::BTreeMap::new();
+    object.insert("callers", serde_json::json!(raw.callers));
+    object.insert("methods", serde_json::json!(raw.methods));
+    object.insert("paths", serde_json::json!(raw.paths));
+    if let Some(expires) = &raw.expires {
+        object.insert("expires", serde_json::json!(expires));
+    }
+    serde_json::to_string(&object).unwrap_or_default()
+}
+
+/// `rule_hash`: the first 8 lower-case hex digits of SHA-256 of the canonical JSON.
+pub fn rule_hash(canonical: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The attribution of the rule at key path `key`, computed once at load.
+fn rule_id(key: &str, raw: &RawRule) -> crate::policy::RuleId {
+    let canonical = canonical_rule(raw);
+    crate::policy::RuleId {
+        key: key.into(),
+        hash: rule_hash(&canonical).into(),
+        canonical: canonical.into(),
     }
 }
 
@@ -398,4 +453,41 @@ fn valid_route_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && name != ".."
+}
+
+#[cfg(test)]
+mod rule_id_tests {
+    use super::*;
+
+    fn raw(expires: Option<&str>) -> RawRule {
+        RawRule {
+            callers: vec!["Daily@acme.iam.gserviceaccount.com".to_string()],
+            methods: vec!["GET".to_string(), "post".to_string()],
+            paths: vec!["/v1/charges".to_string(), "/v1/charges/*".to_string()],
+            expires: expires.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn canonical_json_is_sorted_compact_and_as_written() {
+        assert_eq!(
+            canonical_rule(&raw(None)),
+            r#"{"callers":["Daily@acme.iam.gserviceaccount.com"],"methods":["GET","post"],"paths":["/v1/charges","/v1/charges/*"]}"#
+        );
+        assert_eq!(
+            canonical_rule(&raw(Some("2026-12-31T00:00:00Z"))),
+            r#"{"callers":["Daily@acme.iam.gserviceaccount.com"],"expires":"2026-12-31T00:00:00Z","methods":["GET","post"],"paths":["/v1/charges","/v1/charges/*"]}"#
+        );
+    }
+
+    #[test]
+    fn rule_hash_is_the_first_8_hex_of_sha256() {
+        // printf '%s' '{"callers":...}' | sha256sum | cut -c1-8, computed outside credproxy.
+        assert_eq!(rule_hash(&canonical_rule(&raw(None))), "a709e25e");
+        assert_eq!(
+            rule_hash(&canonical_rule(&raw(Some("2026-12-31T00:00:00Z")))),
+            "92fb1f7e"
+        );
+        assert_eq!(rule_hash(""), "e3b0c442");
+    }
 }

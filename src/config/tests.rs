@@ -437,3 +437,34 @@ fn server_limits_for_bodies_and_callers_have_defaults_and_are_checked() {
         "{paths:?}"
     );
 }
+
+#[test]
+fn shadow_allow_is_validated_like_allow_with_key_paths_and_lines() {
+    let text = format!(
+        "{MINIMAL}    shadow_allow:\n      - callers: [\"nobody\"]\n        methods: [\"FETCH\"]\n        paths: [\"/v1/a*\"]\n        colour: red\n      - callers: [\"daily@acme.iam.gserviceaccount.com\"]\n        methods: [GET]\n        paths: [\"/v1/charges\"]\n        expires: tomorrow\n"
+    );
+    let err = parse(&text, &no_env).expect_err("invalid");
+    let found: Vec<_> = err.0.iter().map(|p| (p.path.as_str(), p.line)).collect();
+    for want in [
+        ("routes.stripe.shadow_allow[0].colour", Some(19)),
+        ("routes.stripe.shadow_allow[0].callers[0]", Some(16)),
+        ("routes.stripe.shadow_allow[0].methods[0]", Some(17)),
+        ("routes.stripe.shadow_allow[0].paths[0]", Some(18)),
+        ("routes.stripe.shadow_allow[1].expires", Some(23)),
+    ] {
+        assert!(found.contains(&want), "{want:?} not in {found:?}");
+    }
+
+    let text = format!(
+        "{MINIMAL}    shadow_allow:\n      - callers: [\"daily@acme.iam.gserviceaccount.com\"]\n        methods: [GET]\n        paths: [\"/v1/charges\"]\n"
+    );
+    let (c, _) = parse(&text, &no_env).expect("valid");
+    let shadow = c.routes[0].shadow_allow.as_deref().expect("shadow rules");
+    assert_eq!(&*shadow[0].id.key, "routes.stripe.shadow_allow[0]");
+    assert_eq!(&*c.routes[0].allow[0].id.key, "routes.stripe.allow[0]");
+    assert!(
+        parse(MINIMAL, &no_env).expect("valid").0.routes[0]
+            .shadow_allow
+            .is_none()
+    );
+}

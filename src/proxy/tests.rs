@@ -33,6 +33,7 @@ fn route_with_secret(inject: Injection, secret: &[u8]) -> (RouteSpec, Resolved) 
         },
         credential,
         allow: vec![],
+        shadow_allow: None,
         request_headers_set: vec![(
             HeaderName::from_static("x-api-version"),
             HeaderValue::from_static("2024"),

@@ -18,6 +18,7 @@ mod parity;
 mod paths;
 mod policy;
 mod redaction;
+mod report;
 mod rotation;
 mod secrets;
 mod shared_limits;

@@ -34,6 +34,16 @@ locals {
             } : rk => rv if rv != null
           } if g.route == name
         ]
+        shadow_allow = length([for g in var.shadow_grants : g if g.route == name]) == 0 ? null : [
+          for g in var.shadow_grants : {
+            for rk, rv in {
+              callers = [g.caller]
+              methods = g.methods
+              paths   = g.paths
+              expires = g.expires
+            } : rk => rv if rv != null
+          } if g.route == name
+        ]
       } : k => v if v != null
     }
   }

@@ -13,6 +13,11 @@ output "config_yaml" {
   }
 
   precondition {
+    condition     = alltrue([for g in var.shadow_grants : contains(keys(var.upstreams), g.route)])
+    error_message = "Every shadow grant must name a route defined in upstreams."
+  }
+
+  precondition {
     condition     = length(setintersection(toset(var.decoys.routes), toset(keys(var.upstreams)))) == 0
     error_message = "A decoy route must not also be a real route."
   }

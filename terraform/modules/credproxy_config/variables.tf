@@ -209,3 +209,32 @@ variable "rate_limits" {
     error_message = "rate_limits.max_instances (the service's max instances) is required with on_backend_failure = local."
   }
 }
+
+variable "shadow_grants" {
+  description = "Candidate rules rendered as each route's `shadow_allow`, in the shape of grants: judged for every request and recorded in the audit entry (`shadow`), never enforced. `credproxy report --terraform` proposes them; move them to grants to enforce them."
+  type = list(object({
+    caller  = string
+    route   = string
+    methods = list(string)
+    paths   = list(string)
+    expires = optional(string)
+  }))
+  default = []
+
+  validation {
+    condition = alltrue(flatten([for g in var.shadow_grants : [
+      for m in g.methods : contains(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], m)
+    ]]))
+    error_message = "Methods must be among GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS (exact, upper case)."
+  }
+
+  validation {
+    condition     = alltrue([for g in var.shadow_grants : length(g.methods) > 0 && length(g.paths) > 0 && alltrue([for p in g.paths : startswith(p, "/")])])
+    error_message = "Each shadow grant needs at least one method and one path, and paths start with '/'."
+  }
+
+  validation {
+    condition     = alltrue([for g in var.shadow_grants : can(regex("^[^@\\s]+@[^@\\s]+$", g.caller))])
+    error_message = "Each shadow grant's caller must be a service account email."
+  }
+}
