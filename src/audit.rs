@@ -131,6 +131,12 @@ pub struct AuditEntry {
     pub scrubbed: u64,
     /// Replayed once after an upstream 401 with a newer secret version.
     pub retried: bool,
+    /// The caller's `X-Credproxy-Labels`, exactly the kept pairs (absent when none).
+    #[serde(
+        rename = "logging.googleapis.com/labels",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// What the stages learned about one request.
@@ -169,6 +175,8 @@ pub struct RequestContext {
     pub client_ip: Option<std::net::IpAddr>,
     /// Time from sending upstream to the upstream's response headers.
     pub upstream_elapsed: Option<std::time::Duration>,
+    /// The caller's labels (`X-Credproxy-Labels`), as kept.
+    labels: Vec<(String, String)>,
 }
 
 /// Trace ids from `traceparent` or `X-Cloud-Trace-Context`.
@@ -258,6 +266,7 @@ impl RequestContext {
             decoy: false,
             client_ip: None,
             upstream_elapsed: None,
+            labels: crate::headers::caller_labels(headers),
         }
     }
 
@@ -348,6 +357,8 @@ impl RequestContext {
             environment: config.environment.clone(),
             scrubbed: self.scrubbed.load(Ordering::Relaxed),
             retried: self.retried,
+            labels: (!self.labels.is_empty())
+                .then(|| std::mem::take(&mut self.labels).into_iter().collect()),
         }
     }
 }
