@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from credproxy_client import credproxy_session
+from credproxy_client import CredproxyError, credproxy_session
 from fakes import FakeJwks, Server
 
 REPO = Path(__file__).resolve().parents[3]
@@ -160,20 +160,59 @@ def test_a_write_the_policy_allows_goes_through(stack, metadata):
     assert seen.headers["authorization"] == f"Bearer {SECRET}"
 
 
-def test_a_path_outside_the_grant_is_403_and_not_retried(stack, metadata):
+def test_a_path_outside_the_grant_raises_credproxys_403_and_is_not_retried(stack, metadata):
+    from conftest import PIPELINE_EMAIL
+
     before = len(stack["upstream"].requests)
     session = credproxy_session(stack["base"], audience=AUDIENCE)
-    resp = session.delete("/crm/v1/contacts/42")
+    with pytest.raises(CredproxyError) as info:
+        session.delete("/crm/v1/contacts/42")
 
-    assert resp.status_code == 403
-    assert resp.json()["error"] == "forbidden"
+    err = info.value
+    assert (err.status, err.error, err.retryable) == (403, "forbidden", False)
+    # credproxy's own words reach str(): which caller, route, method and path.
+    assert PIPELINE_EMAIL in str(err) and "DELETE" in str(err) and err.request_id in str(err)
     assert len(stack["upstream"].requests) == before
+    entry = wait_for_audit(stack["workdir"], err.request_id)
+    assert entry["decision"] == "deny"
 
 
 def test_a_token_for_another_audience_is_401(stack, metadata):
     session = credproxy_session(stack["base"], audience="https://someone-else.example")
+    with pytest.raises(CredproxyError) as info:
+        session.get("/crm/v1/contacts")
+    assert info.value.status == 401 and info.value.error == "unauthenticated"
+    assert "audience" in info.value.message
+
+
+def test_upstream_errors_come_back_as_responses(stack, metadata):
+    stack["upstream"].handler = lambda req: (404, {"Content-Type": "application/json"}, b'{"message": "no such contact"}')
+    try:
+        session = credproxy_session(stack["base"], audience=AUDIENCE)
+        resp = session.get("/crm/v1/contacts/7")
+        assert resp.status_code == 404 and "X-Credproxy-Error" not in resp.headers
+    finally:
+        stack["upstream"].handler = lambda req: (200, {"Content-Type": "application/json"}, b'{"contacts": []}')
+
+
+def test_labels_reach_the_audit_entry(stack, metadata, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "daily_sales")
+    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "charges")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "scheduled__2026-12-01T06:00:00+00:00")
+    monkeypatch.setenv("AIRFLOW_CTX_TRY_NUMBER", "2")
+    session = credproxy_session(stack["base"], audience=AUDIENCE, labels={"team": "finance"})
     resp = session.get("/crm/v1/contacts")
-    assert resp.status_code == 401
+    entry = wait_for_audit(stack["workdir"], resp.headers["X-Request-Id"])
+    assert entry["logging.googleapis.com/labels"] == {
+        "dag_id": "daily_sales",
+        "task_id": "charges",
+        "run_id": "scheduled__2026-12-01T06:00:00+00:00",
+        "try_number": "2",
+        "team": "finance",
+    }
+    assert entry["httpRequest"]["userAgent"].startswith("credproxy-client/")
+    # Labels are for credproxy's audit only.
+    assert "x-credproxy-labels" not in stack["upstream"].requests[-1].headers
 
 
 def test_the_audit_entry_names_the_pipeline_and_never_the_secrets(stack, metadata):
