@@ -231,3 +231,42 @@ def test_the_audit_entry_names_the_pipeline_and_never_the_secrets(stack, metadat
     assert SECRET not in logs
     assert token not in logs
     assert token.split(".")[2] not in logs
+
+
+def test_the_client_meets_credproxy_dev(monkeypatch):
+    """`credproxy dev` prints CREDPROXY_ID_TOKEN and a Python line; following them works."""
+    import re
+    import threading
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(credproxy_binary()), "dev", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={"PATH": os.environ.get("PATH", "")},
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(l.decode() for l in proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        token = None
+        while token is None and time.monotonic() < deadline:
+            found = [re.search(r"export CREDPROXY_ID_TOKEN='([^']+)'", l) for l in list(lines)]
+            token = next((m.group(1) for m in found if m), None)
+            time.sleep(0.05)
+        assert token, "".join(lines)
+        python_line = next(l for l in lines if "credproxy_session(" in l)
+        assert f"http://127.0.0.1:{port}" in python_line
+        monkeypatch.setenv("CREDPROXY_ID_TOKEN", token)
+        base = f"http://127.0.0.1:{port}"
+        while requests.get(base + "/_credproxy/ready", timeout=1).status_code != 200:
+            time.sleep(0.05)
+        body = credproxy_session(base).get("/echo/v1/hello").json()
+        assert body["headers"]["authorization"] == "Bearer dev-demo-api-key"
+        with pytest.raises(CredproxyError) as info:
+            credproxy_session(base).get("/nope/x")
+        assert info.value.error == "unknown_route"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
