@@ -30,8 +30,12 @@
 #   configs           credproxy check on deploy/config/*.yaml and the rendered config;
 #                     keys this build reports as not available yet are PENDING, not FAIL
 #                     (set VERIFY_STRICT_CONFIGS=1 to fail on them)
-#   python            pytest deploy/client (fake metadata server, and end to end through
-#                     the real credproxy binary); the DAG and Beam examples must parse
+#   python            pytest deploy/client (fake metadata server and IAM, and end to end
+#                     through the real credproxy binary); the DAG and Beam examples must parse
+#   pipelines         real Airflow 3 and Apache Beam (pinned venvs cached outside the
+#                     checkout: $XDG_CACHE_HOME/credproxy/venvs, or CREDPROXY_VENV_CACHE): the
+#                     client's Airflow/Beam tests, then deploy/verify/pipelines.py runs the DAG
+#                     with `airflow dags test` and the Dataflow example on the DirectRunner
 #   shell             bash -n on the scripts
 set -euo pipefail
 export CI="${CI:-true}"
@@ -344,7 +348,8 @@ fi
 
 # -- python ------------------------------------------------------------------------------------------
 section "python client tests"
-if (cd deploy/client && PYTHONPATH="$ROOT/deploy/client/src" "$PY" -m pytest -q -p no:cacheprovider); then
+if (cd deploy/client && PYTHONPATH="$ROOT/deploy/client/src" "$PY" -m pytest -q -p no:cacheprovider \
+  --ignore=tests/test_airflow.py --ignore=tests/test_beam.py); then
   record python PASS "deploy/client pytest"
 else
   record python FAIL "deploy/client pytest"
@@ -355,6 +360,58 @@ if "$PY" -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:
 else
   record py-syntax FAIL "syntax errors above"
 fi
+
+# -- pipelines: real Airflow 3 and Apache Beam ----------------------------------------------------
+# Pinned venvs (deploy/verify/requirements-{airflow,beam}.txt) in a cache outside the
+# checkout, keyed by the requirements' hash and the Python version, reused when complete.
+# The client is installed from deploy/client into each (its build writes nothing there:
+# client-install checks that), then its Airflow/Beam tests run, then pipelines.py drives
+# `airflow dags test` and the DirectRunner against the real credproxy.
+section "pipelines (Airflow 3, Apache Beam)"
+VENV_CACHE="${CREDPROXY_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/credproxy/venvs}"
+cached_venv() { # requirements-file -> prints the venv's python
+  local reqs="$1" key dir
+  key="$( (python3 -c 'import sys; print(sys.version_info[:2])'; cat "$reqs") | sha256sum | cut -c1-16)"
+  dir="$VENV_CACHE/$(basename "$reqs" .txt)-$key"
+  if [[ ! -f "$dir/.complete" ]]; then
+    rm -rf "$dir" && mkdir -p "$VENV_CACHE"
+    python3 -m venv "$dir" >&2
+    "$dir/bin/pip" install -q --no-input -r "$reqs" >&2
+    touch "$dir/.complete"
+  fi
+  echo "$dir/bin/python"
+}
+t0=$(date +%s)
+if AF_PY="$(cached_venv deploy/verify/requirements-airflow.txt)" && BEAM_PY="$(cached_venv deploy/verify/requirements-beam.txt)"; then
+  record venvs PASS "Airflow and Beam venvs ready in $(($(date +%s) - t0)) s under $VENV_CACHE"
+  before="$(git status --porcelain --ignored deploy/client 2>/dev/null || true)"
+  client_ok=true
+  for py in "$AF_PY" "$BEAM_PY"; do
+    "$py" -m pip install -q --no-input --no-deps --no-build-isolation --force-reinstall ./deploy/client || client_ok=false
+  done
+  after="$(git status --porcelain --ignored deploy/client 2>/dev/null || true)"
+  if $client_ok && [[ "$before" == "$after" ]]; then
+    record client-install PASS "pip install deploy/client wrote nothing into the checkout"
+  else
+    record client-install FAIL "install failed or wrote into deploy/client: $(diff <(echo "$before") <(echo "$after") | tr '\n' ' ')"
+  fi
+  if (cd deploy/client && "$AF_PY" -m pytest -q -p no:cacheprovider tests/test_airflow.py) &&
+    (cd deploy/client && "$BEAM_PY" -m pytest -q -p no:cacheprovider tests/test_beam.py); then
+    record client-extras PASS "test_airflow.py on $("$AF_PY" -c 'import airflow; print("Airflow", airflow.__version__)' 2>/dev/null | tail -1), test_beam.py on Beam $("$BEAM_PY" -c 'import apache_beam; print(apache_beam.__version__)')"
+  else
+    record client-extras FAIL "deploy/client tests/test_airflow.py or tests/test_beam.py"
+  fi
+  if out="$("$PY" deploy/verify/pipelines.py --credproxy "$CREDPROXY_BIN" --airflow-python "$AF_PY" --beam-python "$BEAM_PY" 2>&1)"; then
+    echo "$out" | grep -E '^(PASS|FAIL) '
+    record pipelines PASS "$(echo "$out" | grep -cE '^PASS ') checks: DAG (non-empty Stripe window, HubSpot total), labels, denial without retries, DirectRunner"
+  else
+    echo "$out" | tail -120
+    record pipelines FAIL "$(echo "$out" | grep -E '^FAIL ' | cut -c1-200 | tr '\n' ' ')"
+  fi
+else
+  record venvs FAIL "could not install deploy/verify/requirements-*.txt from PyPI into $VENV_CACHE"
+fi
+record pipelines-time PASS "$(($(date +%s) - t0)) s (venv install, client tests on Airflow/Beam, DAG and DirectRunner runs)"
 
 # -- shell ---------------------------------------------------------------------------------------------
 if bash -n deploy/verify.sh && bash -n deploy/check-configs.sh; then

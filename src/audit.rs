@@ -140,6 +140,12 @@ pub struct AuditEntry {
     /// The shadow decision, on routes with `shadow_allow`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowEntry>,
+    /// The caller's `X-Credproxy-Labels`, exactly the kept pairs (absent when none).
+    #[serde(
+        rename = "logging.googleapis.com/labels",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The audit entry's `shadow`: what `shadow_allow` would have decided.
@@ -191,6 +197,8 @@ pub struct RequestContext {
     pub rule: Option<crate::policy::RuleId>,
     /// The shadow decision, on routes with `shadow_allow`.
     pub shadow: Option<ShadowEntry>,
+    /// The caller's labels (`X-Credproxy-Labels`), as kept.
+    labels: Vec<(String, String)>,
 }
 
 /// Trace ids from `traceparent` or `X-Cloud-Trace-Context`.
@@ -282,6 +290,7 @@ impl RequestContext {
             upstream_elapsed: None,
             rule: None,
             shadow: None,
+            labels: crate::headers::caller_labels(headers),
         }
     }
 
@@ -377,6 +386,8 @@ impl RequestContext {
             rule_hash: rule.as_ref().map(|r| r.hash.clone()),
             rule: rule.map(|r| r.key),
             shadow: self.shadow.take(),
+            labels: (!self.labels.is_empty())
+                .then(|| std::mem::take(&mut self.labels).into_iter().collect()),
         }
     }
 }

@@ -29,6 +29,27 @@ pub const DEV_AUDIENCE: &str = "credproxy-dev";
 pub const DEV_CALLER: &str = "pipeline@dev-project.iam.gserviceaccount.com";
 /// A caller the dev config does not allow.
 pub const DEV_INTRUDER: &str = "intruder@dev-project.iam.gserviceaccount.com";
+/// Port of `credproxy dev` without `--port` or `$PORT`: not 8080, which Airflow's webserver
+/// (and API server) takes on the same laptop.
+pub const DEFAULT_PORT: u16 = 8765;
+
+/// What `dev` says when it cannot listen on `listen`: the cause, and `--port` when taken.
+pub fn port_problem(listen: SocketAddr, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        format!(
+            "port {port} on 127.0.0.1 is already in use (another credproxy dev, or Airflow's webserver?): choose a free one with `credproxy dev --port {other}`",
+            port = listen.port(),
+            other = if listen.port() == DEFAULT_PORT {
+                8766
+            } else {
+                DEFAULT_PORT
+            },
+        )
+    } else {
+        format!("cannot listen on {listen}: {e}; choose another port with `credproxy dev --port N`")
+    }
+}
+
 /// Demo secret injected when `CREDPROXY_DEV_SECRET` is unset.
 pub const DEV_SECRET: &str = "dev-demo-api-key";
 
@@ -260,6 +281,11 @@ pub fn banner(listen: SocketAddr, session: &DevSession) -> String {
          \n\
          No token: 401 unauthenticated:\n\
          \n  curl -s -i http://{listen}/echo/v1/hello\n\
+         \n\
+         From Python, with credproxy-client: CREDPROXY_ID_TOKEN stands in for the Google ID\n\
+         token (valid for an hour; restart dev for a new one):\n\
+         \n  export CREDPROXY_ID_TOKEN='{token}'\n\
+         \n  python3 -c 'from credproxy_client import credproxy_session; print(credproxy_session(\"http://{listen}\").get(\"/echo/v1/hello\").json())'\n\
          \n\
          Config in use:\n\n{config}\n\
          Press Ctrl-C to stop.\n",

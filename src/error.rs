@@ -184,6 +184,11 @@ impl ProxyError {
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(crate::headers::X_REQUEST_ID, request_id.clone());
+        // Tells a client this answer is credproxy's own, not an upstream's passed through.
+        headers.insert(
+            crate::headers::X_CREDPROXY_ERROR,
+            HeaderValue::from_static(self.code()),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             ProxyError::Unauthenticated(_) => {
@@ -254,9 +259,13 @@ mod tests {
             ),
             (ProxyError::UpstreamTimeout(30), 504, "upstream_timeout"),
         ];
+        let id = HeaderValue::from_static("req-1");
         for (err, status, code) in cases {
             assert_eq!(err.status().as_u16(), status, "{err:?}");
             assert_eq!(err.code(), code, "{err:?}");
+            // Every answer of credproxy's own names its code in X-Credproxy-Error.
+            let response = err.into_response_with(&id);
+            assert_eq!(response.headers()["x-credproxy-error"], code);
         }
     }
 

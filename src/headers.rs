@@ -9,6 +9,56 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Credproxy-Error`: the error code, on every response credproxy answers itself (never on
+/// an upstream response passed through, which loses any header of that name).
+pub const X_CREDPROXY_ERROR: HeaderName = HeaderName::from_static("x-credproxy-error");
+/// `X-Credproxy-Labels`: the caller's `key=value` labels for its audit entry; never forwarded.
+pub const X_CREDPROXY_LABELS: HeaderName = HeaderName::from_static("x-credproxy-labels");
+/// At most this many caller labels are kept.
+pub const MAX_LABELS: usize = 8;
+
+/// The caller's labels (SPEC, "Caller labels"): the `key=value` pairs of every
+/// `X-Credproxy-Labels` header, in order, with key `[a-z0-9_]{1,32}` and value
+/// `[A-Za-z0-9._:/+-]{1,128}`. A pair that does not match, or repeats a key already kept, is
+/// dropped (never an error); the first [`MAX_LABELS`] valid pairs are kept. Whitespace around
+/// a pair, its key and its value is ignored.
+pub fn caller_labels(headers: &HeaderMap) -> Vec<(String, String)> {
+    let key_ok = |k: &str| {
+        (1..=32).contains(&k.len())
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    let value_ok = |v: &str| {
+        (1..=128).contains(&v.len())
+            && v.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'+' | b'-')
+            })
+    };
+    let mut kept: Vec<(String, String)> = Vec::new();
+    let pairs = headers
+        .get_all(X_CREDPROXY_LABELS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for pair in pairs {
+        if kept.len() == MAX_LABELS {
+            break;
+        }
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let (key, value) = (key.trim_matches(is_ows), value.trim_matches(is_ows));
+        if key_ok(key) && value_ok(value) && !kept.iter().any(|(k, _)| k == key) {
+            kept.push((key.to_string(), value.to_string()));
+        }
+    }
+    kept
+}
+
+fn is_ows(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
 /// A caller-supplied request id is kept when it is a sane token, else one is generated.
 pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(X_REQUEST_ID) {
@@ -89,6 +139,7 @@ pub fn is_protected_request_header(name: &HeaderName) -> bool {
                 | "cf-connecting-ip"
                 | "fastly-client-ip"
                 | "x-cluster-client-ip"
+                | "x-credproxy-labels"
         )
 }
 
@@ -123,6 +174,59 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("5.5.5.5"));
         assert_eq!(client_address(&h, peer, 1), "5.5.5.5".parse().ok());
         assert_eq!(client_address(&http::HeaderMap::new(), peer, 1), None);
+    }
+
+    fn labels(values: &[&str]) -> Vec<(String, String)> {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(X_CREDPROXY_LABELS, HeaderValue::from_str(v).expect("value"));
+        }
+        caller_labels(&h)
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn caller_labels_keep_valid_pairs_in_order_and_drop_the_rest() {
+        assert_eq!(
+            labels(&["dag_id=daily_sales, task_id=pull.charges ,try_number=2"]),
+            pairs(&[
+                ("dag_id", "daily_sales"),
+                ("task_id", "pull.charges"),
+                ("try_number", "2")
+            ])
+        );
+        // Bad keys (upper case, too long, empty, other characters) and bad values are dropped.
+        let long_key = "k".repeat(33);
+        let long_value = "v".repeat(129);
+        let header = format!(
+            "Dag=x, {long_key}=x, =x, a-b=x, ok=1, v={long_value}, e=, q=a b, j=\"x\", novalue, run_id=manual__2026-12-01T06:00:00+00:00"
+        );
+        assert_eq!(
+            labels(&[&header]),
+            pairs(&[("ok", "1"), ("run_id", "manual__2026-12-01T06:00:00+00:00")])
+        );
+        // Limits are inclusive.
+        let k32 = "k".repeat(32);
+        let v128 = "v".repeat(128);
+        assert_eq!(labels(&[&format!("{k32}={v128}")]), pairs(&[(&k32, &v128)]));
+        // A repeated key keeps its first value; several headers are read in order.
+        assert_eq!(
+            labels(&["a=1, a=2", "b=3"]),
+            pairs(&[("a", "1"), ("b", "3")])
+        );
+        // The first 8 valid pairs only.
+        let many: Vec<String> = (0..12).map(|i| format!("k{i}=v{i}")).collect();
+        let kept = labels(&[&format!("bad!=x, {}", many.join(","))]);
+        assert_eq!(kept.len(), MAX_LABELS);
+        assert_eq!(kept[0], ("k0".to_string(), "v0".to_string()));
+        assert_eq!(kept[7], ("k7".to_string(), "v7".to_string()));
+        assert!(labels(&[]).is_empty());
+        assert!(is_protected_request_header(&X_CREDPROXY_LABELS));
     }
 
     #[test]

@@ -123,6 +123,17 @@ pub async fn run(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    run_with(config, env, None, shutdown).await
+}
+
+/// [`run`] on `listener` when given (bound by the caller, as `dev` does before it prints
+/// anything), else on a listener bound to `listen`.
+pub async fn run_with(
+    config: config::Config,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    listener: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let threads = serving_threads(env)?;
     let verifier = Arc::new(identity::Verifier::new(&config.identity)?);
     let store = secrets::SecretStore::build(&config, env).await?;
@@ -146,7 +157,10 @@ pub async fn run(
     )?;
     app.drain_timeout = drain_timeout;
     let app = Arc::new(app);
-    let listener = tokio::net::TcpListener::bind(app.config.listen).await?;
+    let listener = match listener {
+        Some(listener) => listener,
+        None => tokio::net::TcpListener::bind(app.config.listen).await?,
+    };
     tracing::info!(
         address = %listener.local_addr()?,
         routes = app.routes.len(),

@@ -86,7 +86,7 @@ enum Command {
     },
     /// Offline demo: local signing key and JWKS, echo upstream, ready config, curl lines.
     Dev {
-        /// Port on 127.0.0.1 (default $PORT, else 8080).
+        /// Port on 127.0.0.1 (default $PORT, else 8765: 8080 is Airflow's webserver).
         #[arg(long)]
         port: Option<u16>,
     },
@@ -291,8 +291,17 @@ fn run_runtime(
 async fn dev(port: Option<u16>) -> Result<(), credproxy::StartError> {
     let port = port
         .or_else(|| env("PORT").and_then(|p| p.parse().ok()))
-        .unwrap_or(8080);
+        .unwrap_or(credproxy::dev::DEFAULT_PORT);
     let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    // The port first: a taken port is said at once, before any banner.
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            return Err(credproxy::StartError::Setting(
+                credproxy::dev::port_problem(listen, &e),
+            ));
+        }
+    };
     let session = credproxy::dev::prepare(listen)
         .await
         .map_err(std::io::Error::other)?;
@@ -307,7 +316,7 @@ async fn dev(port: Option<u16>) -> Result<(), credproxy::StartError> {
     };
     let (config, _) = config::parse(&session.config, &lookup)?;
     println!("{}", credproxy::dev::banner(listen, &session));
-    credproxy::run(config, &lookup, shutdown_signal()).await
+    credproxy::run_with(config, &lookup, Some(listener), shutdown_signal()).await
 }
 
 /// Completes on SIGTERM (Cloud Run) or Ctrl-C.

@@ -5,42 +5,32 @@ server mints their ID tokens; no API key is in the job, its options or its logs.
     python crm_sync.py \
       --runner=DataflowRunner --project=acme-data-prod --region=europe-west1 \
       --service_account_email=crm-sync@acme-data-prod.iam.gserviceaccount.com \
-      --extra_package=dist/credproxy_client-0.1.0-py3-none-any.whl \
+      --extra_package=dist/credproxy_client-0.2.0-py3-none-any.whl \
       --credproxy_url=https://credproxy-123456789012.europe-west1.run.app \
       --temp_location=gs://acme-data-prod-dataflow/tmp
 
+Locally (DirectRunner) against `credproxy dev` or a test stack: export CREDPROXY_ID_TOKEN
+and pass --credproxy_url.
+
 The service account needs roles/dataflow.worker (the pipeline team grants it) and
 roles/run.invoker on credproxy (Terraform: pipeline_identity); what it may do at Stripe
-and HubSpot is credproxy's policy.
+and HubSpot is credproxy's policy. `credproxy_client.beam.CredproxyDoFn` shares one
+session per worker process, labels each call with the job and step (credproxy's audit
+entry), and counts retries and denials in Beam metrics (namespace `credproxy`).
 """
 
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from credproxy_client.beam import CredproxyDoFn
 
 
 class CredproxyOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--credproxy_url", required=True, help="credproxy's URL (also the token audience)")
-
-
-class CredproxyDoFn(beam.DoFn):
-    """Opens one credproxy session per worker (token cached and refreshed inside)."""
-
-    def __init__(self, credproxy_url: str):
-        self.credproxy_url = credproxy_url
-        self.session = None
-
-    def setup(self):
-        from credproxy_client import credproxy_session
-
-        self.session = credproxy_session(self.credproxy_url)
-
-    def teardown(self):
-        if self.session is not None:
-            self.session.close()
 
 
 class ListCustomers(CredproxyDoFn):
@@ -75,13 +65,14 @@ class UpsertContact(CredproxyDoFn):
 def run(argv=None):
     options = PipelineOptions(argv)
     url = options.view_as(CredproxyOptions).credproxy_url
+    job = options.view_as(GoogleCloudOptions).job_name or "crm-sync"
     with beam.Pipeline(options=options) as p:
         (
             p
             | "Start" >> beam.Create([None])
-            | "ListCustomers" >> beam.ParDo(ListCustomers(url))
+            | "ListCustomers" >> beam.ParDo(ListCustomers(url, job=job, step="ListCustomers"))
             | "Spread" >> beam.Reshuffle()
-            | "UpsertContact" >> beam.ParDo(UpsertContact(url))
+            | "UpsertContact" >> beam.ParDo(UpsertContact(url, job=job, step="UpsertContact"))
             | "Count" >> beam.combiners.Count.Globally()
             | "Log" >> beam.Map(lambda n: print(f"synced {n} contacts"))
         )

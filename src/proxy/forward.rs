@@ -102,6 +102,8 @@ pub async fn forward(
     for (name, value) in response.headers() {
         if is_hop_by_hop_or_framing(name) && name != header::CONTENT_LENGTH
             || route.response_headers_remove.contains(name)
+            // Only credproxy's own answers carry it: an upstream cannot pose as credproxy.
+            || name == crate::headers::X_CREDPROXY_ERROR
             || named.iter().any(|t| t == name.as_str())
         {
             continue;

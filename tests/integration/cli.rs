@@ -705,6 +705,28 @@ async fn dev_demo_injects_the_secret_for_the_allowed_token_only() {
         }
     }
     assert_ne!(tokens[0], tokens[1], "{seen}");
+    // The lines for Python: the allowed caller's token as CREDPROXY_ID_TOKEN, and the client
+    // pointed at this port.
+    let python = loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(line)) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains("credproxy_session(") {
+                    break line;
+                }
+            }
+            _ => panic!("no Python lines in the banner\n{seen}"),
+        }
+    };
+    assert!(
+        seen.contains(&format!("export CREDPROXY_ID_TOKEN='{}'", tokens[0])),
+        "{seen}"
+    );
+    assert!(
+        python.contains(&format!("http://127.0.0.1:{port}")),
+        "{python}"
+    );
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -753,4 +775,31 @@ async fn dev_demo_injects_the_secret_for_the_allowed_token_only() {
 
     let anonymous = client.get(&url).send().await.expect("anonymous request");
     assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn dev_on_a_taken_port_says_so_at_once_and_names_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_credproxy"))
+            .args(["dev", "--port", &port.to_string()])
+            .env_clear()
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("dev exits at once on a taken port")
+    .expect("run credproxy dev");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    // Nothing printed before the refusal: no banner, no token.
+    assert!(stdout.trim().is_empty(), "banner printed first: {stdout}");
+    assert!(
+        stderr.contains(&format!("port {port}")) && stderr.contains("--port"),
+        "{stderr}"
+    );
+    drop(taken);
 }

@@ -9,6 +9,7 @@ mod cli;
 mod edges;
 mod forward;
 mod headers;
+mod labels;
 mod lifecycle;
 mod limits;
 mod mtls;

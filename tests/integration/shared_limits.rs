@@ -123,12 +123,20 @@ async fn get(client: &reqwest::Client, url: &str, token: &str, stats: &mut Stats
         .expect("request");
     let status = r.status().as_u16();
     let retry_after = r.headers().get("retry-after").cloned();
+    let error_header = r.headers().get("x-credproxy-error").cloned();
     let body = r.bytes().await.unwrap_or_default();
     stats.latencies.push(started.elapsed());
     let code = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_string))
         .unwrap_or_default();
+    if status != 200 {
+        assert_eq!(
+            error_header.as_ref().map(|v| v.as_bytes()),
+            Some(code.as_bytes()),
+            "credproxy's own {status} names its code in X-Credproxy-Error"
+        );
+    }
     match (status, code.as_str()) {
         (200, _) => stats.ok += 1,
         (429, "rate_limited") => {

@@ -27,6 +27,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["GCE_METADATA_DETECT_RETRIES"] = "1"
     # Only the metadata server may be the token source here.
     os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    # Nor a local token or an enclosing Airflow task's context.
+    for name in list(os.environ):
+        if name.startswith(("CREDPROXY_ID_TOKEN", "AIRFLOW_CTX_", "CREDPROXY_IAM_")):
+            os.environ.pop(name)
     for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         os.environ.pop(proxy, None)
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"

@@ -150,6 +150,10 @@ class FakeMetadataServer:
             # google-auth reads the account's details (recursive=true) before asking for a token.
             info = {"aliases": ["default"], "email": self.email, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
             return 200, {**flavor, "Content-Type": "application/json"}, json.dumps(info).encode()
+        if path == "/computeMetadata/v1/instance/service-accounts/default/token":
+            # An access token (for the IAM Credentials API); FakeIam reads the email back.
+            body = {"access_token": access_token_for(self.email), "expires_in": 3599, "token_type": "Bearer"}
+            return 200, {**flavor, "Content-Type": "application/json"}, json.dumps(body).encode()
         if path == "/computeMetadata/v1/instance/service-accounts/default/identity":
             query = req.query
             if "audience" not in query:
@@ -159,6 +163,85 @@ class FakeMetadataServer:
             self.identity_requests.append(req)
             return 200, flavor, self.mint(query["audience"]).encode("ascii")
         return 404, flavor, b"not found"
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def access_token_for(email: str) -> str:
+    return "ya29.fake." + b64url(email.encode())
+
+
+def email_of_access_token(token: str) -> Optional[str]:
+    if not token.startswith("ya29.fake."):
+        return None
+    rest = token[len("ya29.fake.") :]
+    return base64.urlsafe_b64decode(rest + "=" * (-len(rest) % 4)).decode()
+
+
+class FakeIam:
+    """The IAM Credentials API's `generateIdToken`, as Google answers it.
+
+    `POST /v1/projects/-/serviceAccounts/TARGET:generateIdToken` with
+    `Authorization: Bearer <access token of SOURCE>` and `{"audience", "includeEmail"}`:
+    an ID token of TARGET signed by `key` when `grants` lets SOURCE impersonate TARGET;
+    else 403 PERMISSION_DENIED (iam.serviceAccounts.getOpenIdToken), 404 for an unknown
+    TARGET, and 403 SERVICE_DISABLED when `enabled` is false.
+    """
+
+    def __init__(self, key: SigningKey, grants: dict, accounts: Optional[set] = None) -> None:
+        self.key = key
+        self.grants = grants  # source email -> set of target emails
+        self.accounts = accounts if accounts is not None else {t for ts in grants.values() for t in ts}
+        self.enabled = True
+        self.calls: list[Recorded] = []
+        self.server = Server(self._handle)
+        self.url = self.server.url
+
+    @staticmethod
+    def _error(status: int, code: str, message: str, details=()) -> Reply:
+        body = {"error": {"code": status, "message": message, "status": code, "details": list(details)}}
+        return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+    def _handle(self, req: Recorded) -> Reply:
+        self.calls.append(req)
+        path = urlsplit(req.path).path
+        prefix, suffix = "/v1/projects/-/serviceAccounts/", ":generateIdToken"
+        if req.method != "POST" or not path.startswith(prefix) or not path.endswith(suffix):
+            return self._error(404, "NOT_FOUND", "not found")
+        target = path[len(prefix) : -len(suffix)]
+        source = email_of_access_token((req.headers.get("authorization") or "").removeprefix("Bearer "))
+        if source is None:
+            return self._error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+        if not self.enabled:
+            return self._error(
+                403,
+                "PERMISSION_DENIED",
+                "IAM Service Account Credentials API has not been used in project 123456789012 before or it is disabled.",
+                [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED", "domain": "googleapis.com"}],
+            )
+        if target not in self.accounts:
+            return self._error(404, "NOT_FOUND", f"Service account projects/-/serviceAccounts/{target} not found.")
+        if target not in self.grants.get(source, set()):
+            return self._error(
+                403,
+                "PERMISSION_DENIED",
+                "Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).",
+                [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "IAM_PERMISSION_DENIED", "domain": "iam.googleapis.com"}],
+            )
+        body = json.loads(req.body or b"{}")
+        now = int(time.time())
+        claims = {
+            "iss": "https://accounts.google.com",
+            "aud": body.get("audience"),
+            "azp": "1234567890",
+            "sub": "1234567890",
+            "iat": now,
+            "exp": now + 3600,
+        }
+        if body.get("includeEmail"):
+            claims.update(email=target, email_verified=True)
+        return 200, {"Content-Type": "application/json"}, json.dumps({"token": self.key.sign(claims)}).encode()
 
     def close(self) -> None:
         self.server.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from credproxy_client import credproxy_session
+from credproxy_client import CredproxyError, credproxy_session
 from fakes import FakeJwks, Server
 
 REPO = Path(__file__).resolve().parents[3]
@@ -160,20 +160,59 @@ def test_a_write_the_policy_allows_goes_through(stack, metadata):
     assert seen.headers["authorization"] == f"Bearer {SECRET}"
 
 
-def test_a_path_outside_the_grant_is_403_and_not_retried(stack, metadata):
+def test_a_path_outside_the_grant_raises_credproxys_403_and_is_not_retried(stack, metadata):
+    from conftest import PIPELINE_EMAIL
+
     before = len(stack["upstream"].requests)
     session = credproxy_session(stack["base"], audience=AUDIENCE)
-    resp = session.delete("/crm/v1/contacts/42")
+    with pytest.raises(CredproxyError) as info:
+        session.delete("/crm/v1/contacts/42")
 
-    assert resp.status_code == 403
-    assert resp.json()["error"] == "forbidden"
+    err = info.value
+    assert (err.status, err.error, err.retryable) == (403, "forbidden", False)
+    # credproxy's own words reach str(): which caller, route, method and path.
+    assert PIPELINE_EMAIL in str(err) and "DELETE" in str(err) and err.request_id in str(err)
     assert len(stack["upstream"].requests) == before
+    entry = wait_for_audit(stack["workdir"], err.request_id)
+    assert entry["decision"] == "deny"
 
 
 def test_a_token_for_another_audience_is_401(stack, metadata):
     session = credproxy_session(stack["base"], audience="https://someone-else.example")
+    with pytest.raises(CredproxyError) as info:
+        session.get("/crm/v1/contacts")
+    assert info.value.status == 401 and info.value.error == "unauthenticated"
+    assert "audience" in info.value.message
+
+
+def test_upstream_errors_come_back_as_responses(stack, metadata):
+    stack["upstream"].handler = lambda req: (404, {"Content-Type": "application/json"}, b'{"message": "no such contact"}')
+    try:
+        session = credproxy_session(stack["base"], audience=AUDIENCE)
+        resp = session.get("/crm/v1/contacts/7")
+        assert resp.status_code == 404 and "X-Credproxy-Error" not in resp.headers
+    finally:
+        stack["upstream"].handler = lambda req: (200, {"Content-Type": "application/json"}, b'{"contacts": []}')
+
+
+def test_labels_reach_the_audit_entry(stack, metadata, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "daily_sales")
+    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "charges")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "scheduled__2026-12-01T06:00:00+00:00")
+    monkeypatch.setenv("AIRFLOW_CTX_TRY_NUMBER", "2")
+    session = credproxy_session(stack["base"], audience=AUDIENCE, labels={"team": "finance"})
     resp = session.get("/crm/v1/contacts")
-    assert resp.status_code == 401
+    entry = wait_for_audit(stack["workdir"], resp.headers["X-Request-Id"])
+    assert entry["logging.googleapis.com/labels"] == {
+        "dag_id": "daily_sales",
+        "task_id": "charges",
+        "run_id": "scheduled__2026-12-01T06:00:00+00:00",
+        "try_number": "2",
+        "team": "finance",
+    }
+    assert entry["httpRequest"]["userAgent"].startswith("credproxy-client/")
+    # Labels are for credproxy's audit only.
+    assert "x-credproxy-labels" not in stack["upstream"].requests[-1].headers
 
 
 def test_the_audit_entry_names_the_pipeline_and_never_the_secrets(stack, metadata):
@@ -192,3 +231,42 @@ def test_the_audit_entry_names_the_pipeline_and_never_the_secrets(stack, metadat
     assert SECRET not in logs
     assert token not in logs
     assert token.split(".")[2] not in logs
+
+
+def test_the_client_meets_credproxy_dev(monkeypatch):
+    """`credproxy dev` prints CREDPROXY_ID_TOKEN and a Python line; following them works."""
+    import re
+    import threading
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(credproxy_binary()), "dev", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={"PATH": os.environ.get("PATH", "")},
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(l.decode() for l in proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        token = None
+        while token is None and time.monotonic() < deadline:
+            found = [re.search(r"export CREDPROXY_ID_TOKEN='([^']+)'", l) for l in list(lines)]
+            token = next((m.group(1) for m in found if m), None)
+            time.sleep(0.05)
+        assert token, "".join(lines)
+        python_line = next(l for l in lines if "credproxy_session(" in l)
+        assert f"http://127.0.0.1:{port}" in python_line
+        monkeypatch.setenv("CREDPROXY_ID_TOKEN", token)
+        base = f"http://127.0.0.1:{port}"
+        while requests.get(base + "/_credproxy/ready", timeout=1).status_code != 200:
+            time.sleep(0.05)
+        body = credproxy_session(base).get("/echo/v1/hello").json()
+        assert body["headers"]["authorization"] == "Bearer dev-demo-api-key"
+        with pytest.raises(CredproxyError) as info:
+            credproxy_session(base).get("/nope/x")
+        assert info.value.error == "unknown_route"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -234,6 +234,7 @@ impl FakeUpstream {
     /// - `/redirect`: 302 to another host;
     /// - `/status/N`: answer with status N;
     /// - `/headers`: answer with upstream debug headers;
+    /// - `/spoof-error`: 403 carrying `X-Credproxy-Error` (an upstream posing as credproxy);
     /// - anything else: 200 with a JSON echo.
     pub async fn start() -> Self {
         let state = UpstreamState::default();
@@ -386,6 +387,13 @@ async fn upstream_handler(State(state): State<UpstreamState>, request: Request) 
                 format!("accept-encoding={accept}; {auth}").into_response()
             }
         }
+        // An upstream whose error poses as credproxy's own.
+        [.., "spoof-error"] => (
+            http::StatusCode::FORBIDDEN,
+            [("x-credproxy-error", "forbidden")],
+            "upstream says no",
+        )
+            .into_response(),
         [.., "force-gzip"] => ([("content-encoding", "gzip")], "compressed anyway").into_response(),
         [.., "echo"] => {
             // A debug endpoint that reflects the request: headers and query in the body, the
@@ -963,8 +971,18 @@ pub async fn error_body(response: reqwest::Response) -> serde_json::Value {
         .to_str()
         .expect("ascii")
         .to_string();
+    let marked = response
+        .headers()
+        .get("x-credproxy-error")
+        .map(|v| v.to_str().expect("ascii").to_string());
     let bytes = response.bytes().await.expect("body");
     let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON error body");
+    // Every answer of credproxy's own names its code in X-Credproxy-Error (SPEC).
+    assert_eq!(
+        marked.as_deref(),
+        body["error"].as_str(),
+        "X-Credproxy-Error matches the body's error code"
+    );
     assert_eq!(
         body["request_id"],
         id.as_str(),
