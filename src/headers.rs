@@ -105,8 +105,11 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+        .map(str::trim)
+        // `keep-alive` (what nearly every HTTP/1.1 server sends) names a header that is
+        // dropped as hop-by-hop anyway: skipping it spares a String per message.
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive"))
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 
