@@ -12,6 +12,13 @@
 //!   re-verifies the RSA signature every time; once a verified-token cache lands, it measures
 //!   the cache-hit path.
 //!
+//! - `verify_distinct/{1,1000,10000}`: one pass over that many distinct tokens, every one
+//!   already in the cache (its capacity is 10,000 tokens), per iteration divided by the
+//!   count: the cost of a hit must not grow with the number of callers cached.
+//!   `CREDPROXY_BENCH_TOKENS_100K=1` adds 100,000 (minting them takes a minute or two): past
+//!   the capacity, most are misses and pay the full verification, while the cache stays
+//!   at its bound.
+//!
 //! No network: the key set is installed directly with `Verifier::install`.
 
 use std::hint::black_box;
@@ -145,5 +152,43 @@ fn bench_verify(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_verify);
+fn bench_distinct(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let signer = Signer::generate().expect("signing key");
+    let jwks = signer.jwks().to_string().into_bytes();
+    let settings = settings();
+    let mut sizes = vec![1, 1000, 10_000];
+    if std::env::var_os("CREDPROXY_BENCH_TOKENS_100K").is_some() {
+        sizes.push(100_000);
+    }
+    let pool = mint_pool(&signer, sizes.iter().copied().max().unwrap_or(1));
+    let mut group = c.benchmark_group("verify_distinct");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for n in sizes {
+        let tokens = &pool[..n];
+        let v = verifier(&settings, &jwks);
+        rt.block_on(async {
+            for headers in tokens {
+                v.verify(headers).await.expect("token verifies");
+            }
+        });
+        group.throughput(criterion::Throughput::Elements(n as u64));
+        group.bench_function(n.to_string(), |b| {
+            b.to_async(&rt).iter(|| async {
+                for headers in tokens {
+                    black_box(v.verify(black_box(headers)).await).expect("token verifies");
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_verify, bench_distinct);
 criterion_main!(benches);

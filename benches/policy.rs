@@ -1,5 +1,8 @@
 //! Policy micro-benchmarks: path normalisation, route lookup among 100 routes, and the rule
-//! matcher over 20 rules per route.
+//! matcher over 20 rules per route; and the scale checks `scale_routes/{10,100,1000}` (the
+//! per-request policy work with that many routes) and `scale_rules/{1,10,100}` (allowing by
+//! the last of that many rules), so that a cost growing with the size of the configuration
+//! shows in `cargo bench`.
 //!
 //! The policy is synthetic but shaped like a real one: exact service-account emails and
 //! `*@PROJECT.iam.gserviceaccount.com` patterns, 1–3 callers, methods and paths per rule,
@@ -84,7 +87,7 @@ fn path(text: &str) -> PathPattern {
     PathPattern::parse(text).expect("path pattern")
 }
 
-fn rule(r: usize, j: usize, now: DateTime<Utc>) -> Rule {
+fn rule(r: usize, j: usize, rules: usize, now: DateTime<Utc>) -> Rule {
     // Callers: a rule-specific exact email, sometimes a second exact email or a project
     // wildcard; every fourth rule also admits the whole `analytics` project.
     let mut callers = vec![caller(&format!(
@@ -113,9 +116,12 @@ fn rule(r: usize, j: usize, now: DateTime<Utc>) -> Rule {
         .map(|k| path(PATHS[(j * 5 + r + k * 3) % PATHS.len()]))
         .collect();
 
-    if analytics && j + 1 == RULES_PER_ROUTE {
+    if j + 1 == rules {
         // The rule that allows `CALLER`: GET last among its methods, the matching pattern
         // last among its paths.
+        if !analytics {
+            callers.push(caller("*@analytics.iam.gserviceaccount.com"));
+        }
         methods = vec![Method::HEAD, Method::GET];
         paths.push(path("/v1/customers/*/invoices/**"));
     } else if analytics && j == 3 {
@@ -134,10 +140,10 @@ fn rule(r: usize, j: usize, now: DateTime<Utc>) -> Rule {
     }
 }
 
-fn policy(now: DateTime<Utc>) -> HashMap<String, Vec<Rule>> {
-    (0..ROUTES)
+fn policy(routes: usize, rules: usize, now: DateTime<Utc>) -> HashMap<String, Vec<Rule>> {
+    (0..routes)
         .map(|r| {
-            let rules = (0..RULES_PER_ROUTE).map(|j| rule(r, j, now)).collect();
+            let rules = (0..rules).map(|j| rule(r, j, rules, now)).collect();
             (route_name(r), rules)
         })
         .collect()
@@ -182,7 +188,7 @@ fn bench_normalise(c: &mut Criterion) {
 
 fn bench_policy(c: &mut Criterion) {
     let now = Utc::now();
-    let routes = policy(now);
+    let routes = policy(ROUTES, RULES_PER_ROUTE, now);
     assert_eq!(routes.len(), ROUTES);
 
     // The synthetic policy must give the decisions the bench names claim, in every route.
@@ -265,5 +271,66 @@ fn bench_policy(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_normalise, bench_policy);
+/// Normalise, look up and authorize (allowed by the last rule) with `routes` routes of
+/// `rules` rules each.
+fn bench_request_at(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: usize,
+    routes: usize,
+    rules: usize,
+) {
+    let now = Utc::now();
+    let policy = policy(routes, rules, now);
+    assert_eq!(policy.len(), routes);
+    // Neither first nor last: the same place in every size.
+    let hot = route_name(routes * HOT_ROUTE / ROUTES);
+    let target = format!("/{hot}{ALLOWED_PATH}");
+    let t = normalise(&target).expect("normalises");
+    assert_eq!(
+        authorize(
+            &policy[t.route.as_ref()],
+            CALLER,
+            &Method::GET,
+            &t.path,
+            now
+        ),
+        Decision::Allow { rule: rules - 1 },
+        "the last rule allows"
+    );
+    group.bench_function(name.to_string(), |b| {
+        b.iter(|| {
+            let t = normalise(black_box(&target)).expect("normalises");
+            let rules = policy.get(t.route.as_ref()).expect("route");
+            black_box(authorize(rules, CALLER, &Method::GET, &t.path, now))
+        })
+    });
+}
+
+/// The scale checks are kept short: a second each.
+fn short<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(1));
+    group
+}
+
+fn bench_scale(c: &mut Criterion) {
+    let mut group = short(c, "scale_routes");
+    for routes in [10, 100, 1000] {
+        bench_request_at(&mut group, routes, routes, RULES_PER_ROUTE);
+    }
+    group.finish();
+    let mut group = short(c, "scale_rules");
+    for rules in [1, 10, 100] {
+        bench_request_at(&mut group, rules, ROUTES, rules);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_normalise, bench_policy, bench_scale);
 criterion_main!(benches);

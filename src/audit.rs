@@ -4,7 +4,8 @@
 //! version, ...). The handler wraps the response body in [`Observed`], which writes the entry
 //! when the body ends, fails, or is dropped (a client disconnect), so streamed sizes count and
 //! every request logs exactly once. The entry is a typed struct serialised with serde_json
-//! (tracing-stackdriver renames keys and cannot write `null`), handed to a bounded channel and
+//! (tracing-stackdriver renames keys and cannot write `null`; `audit/json.rs` writes the
+//! same bytes serde_json would, without its byte-at-a-time escaping), handed to a bounded channel and
 //! written by a dedicated thread: the request path never blocks on stdout. If the channel is
 //! ever full, the entry is dropped and counted; the first drop is logged.
 
@@ -20,6 +21,7 @@ use http_body::{Frame, SizeHint};
 use serde::Serialize;
 use tokio::time::Instant;
 
+mod json;
 mod sink;
 pub use sink::AuditSink;
 
@@ -218,7 +220,10 @@ pub fn parse_trace(headers: &HeaderMap) -> Option<Trace> {
     let hex = |s: &str, n: usize| {
         s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
     };
-    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+    // Named by constants: a `&str` key is parsed into a header name on every lookup.
+    const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+    const CLOUD_TRACE: http::HeaderName = http::HeaderName::from_static("x-cloud-trace-context");
+    if let Some(tp) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) {
         let mut parts = tp.trim().split('-');
         if let (Some(version), Some(trace), Some(span), Some(flags)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -237,7 +242,7 @@ pub fn parse_trace(headers: &HeaderMap) -> Option<Trace> {
             });
         }
     }
-    let ctx = headers.get("x-cloud-trace-context")?.to_str().ok()?;
+    let ctx = headers.get(CLOUD_TRACE)?.to_str().ok()?;
     let (ids, options) = ctx.split_once(';').unwrap_or((ctx, ""));
     let (trace, span) = ids.split_once('/').unwrap_or((ids, ""));
     if !hex(trace, 32) {
@@ -361,13 +366,13 @@ impl RequestContext {
                 request_method: self.method.as_str().to_string(),
                 request_url: bounded(std::mem::take(&mut self.request_url), MAX_FIELD_BYTES),
                 status: status_u16,
-                latency: format!("{}.{:06}s", latency.as_secs(), latency.subsec_micros()),
+                latency: seconds_text(latency),
                 remote_ip: self.remote_ip.take(),
                 user_agent: self
                     .user_agent
                     .take()
                     .map(|ua| bounded(ua, MAX_FIELD_BYTES)),
-                response_size: response_size.to_string(),
+                response_size: itoa::Buffer::new().format(response_size).to_string(),
             },
             trace,
             span_id,
@@ -396,7 +401,6 @@ impl RequestContext {
 /// part up to the seconds is formatted once per second per thread, not per entry.
 fn rfc3339_micros(now: std::time::SystemTime) -> String {
     use std::cell::RefCell;
-    use std::fmt::Write as _;
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -416,9 +420,51 @@ fn rfc3339_micros(now: std::time::SystemTime) -> String {
         }
         let mut out = String::with_capacity(prefix.len() + 8);
         out.push_str(prefix);
-        let _ = write!(out, ".{:06}Z", since.subsec_micros());
+        out.push('.');
+        push_micros(&mut out, since.subsec_micros());
+        out.push('Z');
         out
     })
+}
+
+/// `"0.012345s"`: whole seconds, then six digits of microseconds (no `format!`: it is on
+/// every entry).
+fn seconds_text(d: std::time::Duration) -> String {
+    let mut out = String::with_capacity(16);
+    out.push_str(itoa::Buffer::new().format(d.as_secs()));
+    out.push('.');
+    push_micros(&mut out, d.subsec_micros());
+    out.push('s');
+    out
+}
+
+/// Microseconds below one second as exactly six digits.
+fn push_micros(out: &mut String, micros: u32) {
+    let mut digits = [b'0'; 6];
+    let mut rest = micros % 1_000_000;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    digits.iter().for_each(|&d| out.push(char::from(d)));
+}
+
+/// An address as `Display` writes it; IPv4 without the formatting machinery (it is on
+/// every entry).
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(itoa::Buffer::new().format(octet));
+            }
+            out
+        }
+        std::net::IpAddr::V6(v6) => v6.to_string(),
+    }
 }
 
 /// Query parameters that carry caller tokens if a client puts them in the URL by mistake:
@@ -620,6 +666,24 @@ impl Drop for Observed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_formatted_numbers_match_format() {
+        for (secs, micros) in [(0, 0), (0, 7), (1, 123_456), (59, 999_999), (86_400, 10)] {
+            let d = std::time::Duration::new(secs, micros * 1000 + 999);
+            assert_eq!(seconds_text(d), format!("{secs}.{micros:06}s"));
+        }
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "192.168.100.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("ip");
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn entry_times_match_chrono_rfc3339_with_micros() {

@@ -49,7 +49,7 @@ pub async fn handle(
         request.method(),
         request.uri(),
         request.headers(),
-        client.map(|ip| ip.to_string()),
+        client.map(crate::audit::ip_text),
     );
     cx.client_ip = client;
     // From here on the request is audited, whatever happens to this future.

@@ -33,6 +33,10 @@ pub struct Needles {
     /// The same patterns, ASCII case-insensitive, for header names (which hyper lower-cases).
     names: AhoCorasick,
     max_len: usize,
+    /// The shortest pattern: shorter header names and values hold no match.
+    min_len: usize,
+    /// The bytes a pattern starts with: a tail starting with any other byte is no prefix.
+    starts: [bool; 256],
     /// Every proper prefix of every pattern: the body scrubber holds back only a tail that
     /// could still grow into a match, not a fixed `max_len - 1` bytes.
     prefixes: std::collections::HashSet<Box<[u8]>, foldhash::fast::RandomState>,
@@ -56,6 +60,11 @@ impl Needles {
         patterns.sort();
         patterns.dedup();
         let max_len = patterns.iter().map(|p| p.len()).max()?;
+        let min_len = patterns.iter().map(|p| p.len()).min()?;
+        let mut starts = [false; 256];
+        for p in &patterns {
+            starts[usize::from(p[0])] = true;
+        }
         let build = |case_insensitive| {
             AhoCorasick::builder()
                 .match_kind(aho_corasick::MatchKind::LeftmostLongest)
@@ -71,6 +80,8 @@ impl Needles {
             matcher: build(false)?,
             names: build(true)?,
             max_len,
+            min_len,
+            starts,
             prefixes,
         })
     }
@@ -90,13 +101,16 @@ impl Needles {
     fn open_tail(&self, buf: &[u8]) -> usize {
         (1..self.max_len.min(buf.len() + 1))
             .rev()
-            .find(|&n| self.prefixes.contains(&buf[buf.len() - n..]))
+            .find(|&n| {
+                let tail = &buf[buf.len() - n..];
+                self.starts[usize::from(tail[0])] && self.prefixes.contains(tail)
+            })
             .unwrap_or(0)
     }
 
     /// Whether a response header name holds a needle (any case): such a header is dropped.
     pub fn in_header_name(&self, name: &http::HeaderName) -> bool {
-        self.names.is_match(name.as_str().as_bytes())
+        name.as_str().len() >= self.min_len && self.names.is_match(name.as_str().as_bytes())
     }
 
     /// Replaces every match in `input`; returns the new bytes and the number of matches.
@@ -116,7 +130,7 @@ impl Needles {
 
     /// A scrubbed copy of a header value, or `None` when it holds no match.
     pub fn header_value(&self, value: &HeaderValue) -> Option<(HeaderValue, u64)> {
-        if !self.matcher.is_match(value.as_bytes()) {
+        if value.len() < self.min_len || !self.matcher.is_match(value.as_bytes()) {
             return None;
         }
         let (bytes, count) = self.replace_all(value.as_bytes());
@@ -257,8 +271,14 @@ impl<S> ScrubStream<S> {
     }
 
     /// Scrubs what can be decided now and keeps the tail that could start a match.
-    fn scrub(&mut self, chunk: &[u8]) -> Bytes {
-        self.carry.extend_from_slice(chunk);
+    fn scrub(&mut self, chunk: Bytes) -> Bytes {
+        if self.carry.is_empty() && !self.needles.matcher.is_match(&chunk[..]) {
+            // Nothing to replace: pass the chunk on as it is, but for the tail held back.
+            let safe = chunk.len() - self.needles.open_tail(&chunk);
+            self.carry.extend_from_slice(&chunk[safe..]);
+            return chunk.slice(..safe);
+        }
+        self.carry.extend_from_slice(&chunk);
         let buf = &self.carry[..];
         let safe = buf.len() - self.needles.open_tail(buf);
         let mut out = BytesMut::with_capacity(buf.len());
@@ -306,7 +326,7 @@ where
             }
             match self.inner.poll_next_unpin(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    let out = self.scrub(&chunk);
+                    let out = self.scrub(chunk);
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(out)));
                     }

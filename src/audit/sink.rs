@@ -110,10 +110,7 @@ impl AuditSink {
     pub fn write(&self, entry: &AuditEntry) {
         // Entries are 600-900 bytes: one allocation, no regrowth.
         let mut line = Vec::with_capacity(1024);
-        if let Err(err) = serde_json::to_writer(&mut line, entry) {
-            tracing::error!(error = %err, "cannot serialise an audit entry");
-            return;
-        }
+        super::json::write_entry(&mut line, entry);
         line.push(b'\n');
         let len = line.len();
         let fits = self.queued.fetch_add(len, Ordering::AcqRel) + len <= QUEUE_BYTES;
