@@ -72,6 +72,18 @@ pub fn write_entry(out: &mut Vec<u8>, entry: &AuditEntry) {
         out.extend_from_slice(b",\"shadow\":");
         shadow_entry(out, shadow);
     }
+    if let Some(labels) = &entry.labels {
+        out.extend_from_slice(b",\"logging.googleapis.com/labels\":{");
+        for (i, (key, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, key);
+            out.push(b':');
+            string(out, value);
+        }
+        out.push(b'}');
+    }
     out.push(b'}');
 }
 
@@ -224,6 +236,12 @@ mod tests {
                 decision: "deny",
                 rule: Some(Arc::from(text)),
             }),
+            labels: Some(
+                [("dag_id", text), ("a_first", "1"), ("try_number", "2")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
         }
     }
 
@@ -274,6 +292,9 @@ mod tests {
             assert_eq!(ours(&bare), serde(&bare));
             bare.trace_sampled = None;
             bare.shadow = None;
+            bare.labels = None;
+            assert_eq!(ours(&bare), serde(&bare));
+            bare.labels = Some([("k".to_string(), "v".to_string())].into_iter().collect());
             assert_eq!(ours(&bare), serde(&bare));
         }
     }
