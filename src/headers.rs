@@ -38,8 +38,10 @@ pub fn caller_labels(headers: &HeaderMap) -> Vec<(String, String)> {
     let pairs = headers
         .get_all(X_CREDPROXY_LABELS)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','));
+        // Split the raw bytes: a pair with a non-ASCII byte is dropped on its own, not the
+        // whole header (`to_str` fails for the header as a whole).
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|pair| std::str::from_utf8(pair).ok());
     for pair in pairs {
         if kept.len() == MAX_LABELS {
             break;
@@ -197,6 +199,20 @@ mod tests {
         p.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_non_ascii_pair_is_dropped_alone_not_the_whole_header() {
+        let mut h = HeaderMap::new();
+        h.append(
+            X_CREDPROXY_LABELS,
+            HeaderValue::from_bytes("dag_id=daily_sales, note=caf\u{e9}, try_number=2".as_bytes())
+                .expect("obs-text is a valid header value"),
+        );
+        assert_eq!(
+            caller_labels(&h),
+            pairs(&[("dag_id", "daily_sales"), ("try_number", "2")])
+        );
     }
 
     #[test]

@@ -159,7 +159,12 @@ impl Validator<'_> {
         let url = match Url::parse(text) {
             Ok(url) => url,
             Err(e) => {
-                self.error(path, format!("`{text}` is not a URL: {e}"));
+                // The text may carry a password (a mistake `check` refuses below): never
+                // echo what sits between `://` and the last `@`.
+                self.error(
+                    path,
+                    format!("`{}` is not a URL: {e}", without_userinfo(text)),
+                );
                 return None;
             }
         };
@@ -174,7 +179,7 @@ impl Validator<'_> {
             return None;
         }
         if url.host_str().is_none_or(str::is_empty) {
-            self.error(path, format!("`{text}` has no host"));
+            self.error(path, format!("`{}` has no host", without_userinfo(text)));
             return None;
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -237,11 +242,52 @@ fn plaintext_allowed(url: &Url) -> bool {
         .any(|net| net.contains(&ip))
 }
 
+/// `text` with anything between `://` and the last `@` of the authority replaced by `***`.
+fn without_userinfo(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.to_string();
+    };
+    let authority_end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    match text[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{Severity, parse};
 
     const BASE: &str = "identity: { audiences: [a] }\nroutes: {}\n";
+
+    #[test]
+    fn a_url_that_does_not_parse_is_named_without_its_password() {
+        for url in ["redis://:hunter2@/0", "redis://user:hunter2@10.0.0.3:99999"] {
+            let found = problems(&format!(
+                "rate_limits:\n  backend: redis\n  on_backend_failure: open\n  redis:\n    url: \"{url}\"\n"
+            ));
+            assert!(!found.is_empty(), "{url}: {found:?}");
+            for (path, message) in &found {
+                assert!(!message.contains("hunter2"), "{path}: {message}");
+            }
+            assert!(
+                found
+                    .iter()
+                    .any(|(p, m)| p == "rate_limits.redis.url" && m.contains("***@")),
+                "{found:?}"
+            );
+        }
+        assert_eq!(
+            super::without_userinfo("redis://10.0.0.3:6379"),
+            "redis://10.0.0.3:6379"
+        );
+        assert_eq!(
+            super::without_userinfo("rediss://a:b@c@host:1/0?x=@"),
+            "rediss://***@host:1/0?x=@"
+        );
+    }
 
     fn problems(block: &str) -> Vec<(String, String)> {
         match parse(&format!("{BASE}{block}"), &|_| None) {
