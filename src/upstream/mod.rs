@@ -1,4 +1,5 @@
-//! The request path's upstream client: hyper-util's pooled client over hyper-rustls.
+//! The request path's upstream client: hyper's HTTP/1 and HTTP/2 connections in a
+//! per-thread pool ([`pool`]), dialed by hyper-util's connector over hyper-rustls.
 //!
 //! reqwest stays for the control plane (JWKS, OAuth2 token endpoints, the metadata server),
 //! but not on the request path: per request it parses the URL into a `Uri`, its redirect
@@ -20,6 +21,7 @@
 //! they would reach an HTTP/2 upstream past the header hygiene of `upstream_headers`.
 
 pub mod mtls;
+pub mod pool;
 pub mod route_tls;
 
 use std::io;
@@ -31,9 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
@@ -55,11 +55,14 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// A pooled upstream client. Clones share the pool.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    inner: Client<Connector, UpstreamBody>,
+    inner: Arc<pool::Pools>,
 }
 
 /// Why an exchange failed before response headers arrived.
-pub type Error = hyper_util::client::legacy::Error;
+pub type Error = pool::Error;
+
+/// An upstream response body; its connection returns to the pool at its end.
+pub type ResponseBody = pool::ResponseBody;
 
 impl UpstreamClient {
     /// A client verifying servers with `tls`.
@@ -80,13 +83,9 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .build(https);
-        UpstreamClient { inner }
+        UpstreamClient {
+            inner: Arc::new(pool::Pools::new(https)),
+        }
     }
 
     /// The shared client: system roots, no client certificate.
@@ -96,11 +95,11 @@ impl UpstreamClient {
 
     /// Sends `request` (an absolute URI) and resolves to the response head; the body
     /// streams.
-    pub fn request(
+    pub async fn request(
         &self,
         request: http::Request<UpstreamBody>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
-        self.inner.request(request)
+    ) -> Result<http::Response<ResponseBody>, Error> {
+        self.inner.request(request).await
     }
 }
 
