@@ -327,7 +327,8 @@ impl Verifier {
             }
             self.verified.invalidate(&hash);
         }
-        let (caller, exp, kid) = self.verify_full(token, &self.validation).await?;
+        // Boxed: the cold path's future is large, and every request's would carry it.
+        let (caller, exp, kid) = Box::pin(self.verify_full(token, &self.validation)).await?;
         self.verified.insert(
             hash,
             Arc::new(Verified {

@@ -59,16 +59,20 @@ pub async fn handle(
         _in_flight: InFlight(app.in_flight.clone()),
         caller: None,
     };
+    // The route, once known: its metrics count the response.
+    let mut routed = None;
     crate::metrics::metrics().in_flight.inc();
     let path = request.uri().path();
     let result = if count > app.config.server.max_in_flight {
         Err(ProxyError::Overloaded)
     } else if path == EVENTS_PATH {
-        crate::events::receive(app, &mut cx, request).await
+        // Rare paths are boxed here and below: their futures would otherwise make every
+        // request's future larger, and every move of it a longer copy.
+        Box::pin(crate::events::receive(app, &mut cx, request)).await
     } else if path.starts_with("/_credproxy/") || path == "/_credproxy" {
         Err(ProxyError::NotFound)
     } else {
-        pipeline(app, &mut cx, thread, request, &mut holds).await
+        pipeline(app, &mut cx, thread, request, &mut holds, &mut routed).await
     };
     let response = match result {
         Ok(response) => response,
@@ -79,11 +83,7 @@ pub async fn handle(
             err.into_response_with(&cx.request_id)
         }
     };
-    let route_metrics = cx
-        .route
-        .as_deref()
-        .and_then(|r| app.routes.get(r))
-        .map_or(&app.unrouted, |r| &r.metrics);
+    let route_metrics = routed.map_or(&app.unrouted, |r: &RouteRuntime| &r.metrics);
     route_metrics.count(cx.allowed, response.status().as_u16());
     let total = cx.elapsed();
     if let Some(upstream) = cx.upstream_elapsed {
@@ -99,12 +99,13 @@ pub async fn handle(
 }
 
 /// The stage table of `lib.rs`, in order.
-pub async fn pipeline(
-    app: &App,
+pub async fn pipeline<'a>(
+    app: &'a App,
     cx: &mut RequestContext,
     thread: Option<ServingThread>,
     request: Request,
     holds: &mut Holds,
+    routed: &mut Option<&'a RouteRuntime>,
 ) -> Result<Response, ProxyError> {
     let (parts, body) = request.into_parts();
     // Even an unauthenticated probe of a decoy route raises the alert.
@@ -112,6 +113,7 @@ pub async fn pipeline(
 
     let caller = authenticate(app, cx, &parts).await?;
     let (route, target) = route(app, cx, &parts)?;
+    *routed = Some(route);
     authorize(app, cx, route, &caller, &parts, &target)?;
     holds.caller = Some(limit(app, route, &caller, thread).await?);
     let (mut resolved, mut minted) = resolve(route, cx).await?;
@@ -140,10 +142,12 @@ pub async fn pipeline(
     // One replay after a 401, with a rotated secret or a fresh token, when the body was held.
     if response.status() == StatusCode::UNAUTHORIZED
         && let Some(replay) = body.replay
-        && let Some(newer) = route
-            .credential
-            .after_unauthorized(&resolved, minted.as_ref())
-            .await
+        && let Some(newer) = Box::pin(
+            route
+                .credential
+                .after_unauthorized(&resolved, minted.as_ref()),
+        )
+        .await
     {
         drop(response);
         resolved = newer;
@@ -254,9 +258,7 @@ async fn limit(
         .map_err(ProxyError::CallerConcurrency)?;
     let verdict = match &app.shared_limits {
         Some(shared) => {
-            shared
-                .check(&route.spec.name, &caller.email, thread.map_or(0, |t| t.0))
-                .await
+            Box::pin(shared.check(&route.spec.name, &caller.email, thread.map_or(0, |t| t.0))).await
         }
         None => route.limits.check(&caller.email).map_err(Refusal::Limited),
     };
@@ -298,7 +300,7 @@ async fn upstream_client<'a>(
     thread: Option<ServingThread>,
 ) -> Result<Cow<'a, UpstreamClient>, ProxyError> {
     Ok(match &route.tls {
-        Some(tls) => Cow::Owned(tls.client(thread.map_or(0, |t| t.0)).await?),
+        Some(tls) => Cow::Owned(Box::pin(tls.client(thread.map_or(0, |t| t.0))).await?),
         None => Cow::Borrowed(app.client_for(thread)),
     })
 }

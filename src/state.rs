@@ -47,7 +47,7 @@ pub struct App {
     /// The loaded configuration.
     pub config: Config,
     /// Routes by name.
-    pub routes: HashMap<String, RouteRuntime>,
+    pub routes: HashMap<String, RouteRuntime, foldhash::fast::RandomState>,
     /// Token verification and JWKS cache.
     pub verifier: Arc<Verifier>,
     /// Every secret and its refreshers.

@@ -300,6 +300,10 @@ pub struct Upstream {
     pub host: String,
     /// Port, explicit or the scheme's default.
     pub port: u16,
+    /// The scheme of `origin`, parsed once for the request path.
+    pub scheme: http::uri::Scheme,
+    /// The authority of `origin` (`host[:port]`), parsed once for the request path.
+    pub authority: http::uri::Authority,
 }
 
 /// `upstream_tls:`: the secrets holding a client certificate, its key and optionally the

@@ -268,11 +268,29 @@ impl Validator<'_> {
             None => format!("{}://{}", url.scheme(), host),
         };
         let base_path = url.path().trim_end_matches('/').to_string();
+        let parsed = match http::Uri::try_from(origin.as_str()) {
+            Ok(uri) => uri,
+            Err(err) => {
+                self.error(
+                    path,
+                    format!("`{origin}` is not a usable upstream origin: {err}"),
+                );
+                return None;
+            }
+        };
+        let (Some(scheme), Some(authority)) =
+            (parsed.scheme().cloned(), parsed.authority().cloned())
+        else {
+            self.error(path, format!("`{origin}` is not a usable upstream origin"));
+            return None;
+        };
         Some(Upstream {
             origin,
             base_path,
             host,
             port,
+            scheme,
+            authority,
         })
     }
 

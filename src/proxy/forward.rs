@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 
 use super::{OutBody, Outgoing};
 use crate::config::RouteSpec;
@@ -97,37 +97,46 @@ pub async fn forward(
         tracing::warn!(route = %route.name, "upstream sent a compressed body although asked for identity; refused because it cannot be scrubbed");
         return Err(ProxyError::UpstreamUnreachable);
     }
-    let mut out_headers = HeaderMap::with_capacity(response.headers().len() + 1);
-    let named = connection_tokens(response.headers());
-    for (name, value) in response.headers() {
+    let (head, upstream_body) = response.into_parts();
+    // Cleaned in place: every rule below goes by the header's name, so a name is removed
+    // with all its values, and only scrubbed values are replaced.
+    let mut out_headers = head.headers;
+    let named = connection_tokens(&out_headers);
+    let mut dropped: Vec<HeaderName> = Vec::new();
+    for (name, value) in out_headers.iter_mut() {
         if is_hop_by_hop_or_framing(name) && name != header::CONTENT_LENGTH
             || route.response_headers_remove.contains(name)
             // Only credproxy's own answers carry it: an upstream cannot pose as credproxy.
             || name == crate::headers::X_CREDPROXY_ERROR
             || named.iter().any(|t| t == name.as_str())
         {
+            if dropped.last() != Some(name) {
+                dropped.push(name.clone());
+            }
             continue;
         }
-        if let Some(n) = needles
-            && n.in_header_name(name)
-        {
+        let Some(n) = needles else {
+            continue;
+        };
+        if n.in_header_name(name) {
             // A header *named* after the credential cannot be cleaned: it is dropped.
             scrubbed.fetch_add(1, Ordering::Relaxed);
+            if dropped.last() != Some(name) {
+                dropped.push(name.clone());
+            }
             continue;
         }
-        match needles.and_then(|n| n.header_value(value)) {
-            Some((clean, count)) => {
-                scrubbed.fetch_add(count, Ordering::Relaxed);
-                out_headers.append(name.clone(), clean);
-            }
-            None => {
-                out_headers.append(name.clone(), value.clone());
-            }
+        if let Some((clean, count)) = n.header_value(value) {
+            scrubbed.fetch_add(count, Ordering::Relaxed);
+            *value = clean;
         }
+    }
+    for name in &dropped {
+        out_headers.remove(name);
     }
     out_headers.insert(X_REQUEST_ID, request_id.clone());
     let stream = IdleTimeout::new(
-        http_body_util::BodyDataStream::new(response.into_body()),
+        http_body_util::BodyDataStream::new(upstream_body),
         route.idle_timeout,
     );
     let body = match needles {

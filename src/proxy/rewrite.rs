@@ -295,7 +295,8 @@ pub fn caller_query<'a>(query: Option<&'a str>, resolved: &Resolved) -> Option<C
 
 /// Builds the upstream URL from the route's origin and base path, the normalised path and
 /// the cleaned query plus the injected parameter. The host can never differ from the
-/// route's: the request contributes only path segments and a query.
+/// route's: the scheme and authority are the route's own, parsed at load, and the request
+/// contributes only the path and query (which must start with `/`).
 pub fn upstream_url(
     route: &RouteSpec,
     upstream_path: &str,
@@ -304,36 +305,31 @@ pub fn upstream_url(
 ) -> Result<http::Uri, ProxyError> {
     let up = &route.upstream;
     let injected = resolved.injection.query_pair();
-    let mut url = String::with_capacity(
-        up.origin.len()
-            + up.base_path.len()
+    let mut target = String::with_capacity(
+        up.base_path.len()
             + upstream_path.len()
             + query.map_or(0, |q| q.len() + 1)
             + injected.map_or(0, |p| p.len() + 1),
     );
-    url.push_str(&up.origin);
-    url.push_str(&up.base_path);
-    url.push_str(upstream_path);
+    target.push_str(&up.base_path);
+    target.push_str(upstream_path);
     let mut separator = '?';
     for part in [query, injected].into_iter().flatten() {
-        url.push(separator);
-        url.push_str(part);
+        target.push(separator);
+        target.push_str(part);
         separator = '&';
     }
-    let uri = http::Uri::try_from(url).map_err(|_| {
+    let invalid = || {
         ProxyError::BadRequest("the request target does not make a valid upstream URL".to_string())
-    })?;
-    let port = uri.port_u16().or_else(|| match uri.scheme_str() {
-        Some("https") => Some(443),
-        Some("http") => Some(80),
-        _ => None,
-    });
-    if uri.host() != Some(up.host.as_str()) || port != Some(up.port) {
-        return Err(ProxyError::BadRequest(
-            "the request would leave the route's upstream".to_string(),
-        ));
+    };
+    if !target.starts_with('/') {
+        return Err(invalid());
     }
-    Ok(uri)
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(up.scheme.clone());
+    parts.authority = Some(up.authority.clone());
+    parts.path_and_query = Some(http::uri::PathAndQuery::try_from(target).map_err(|_| invalid())?);
+    http::Uri::from_parts(parts).map_err(|_| invalid())
 }
 
 /// Reads the whole body (for signing), refusing more than `max_body_bytes` with 413.

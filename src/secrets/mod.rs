@@ -600,7 +600,9 @@ impl SecretStore {
             }
             None => {
                 entry.counters.misses.inc();
-                self.cold_read(entry).await?
+                // Boxed, as every rare path of the request: its future would otherwise make
+                // every request's future larger, and a move of it a longer copy.
+                Box::pin(self.cold_read(entry)).await?
             }
         };
         if let Err(err) = self.usable(entry, &fetched) {
