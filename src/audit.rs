@@ -9,6 +9,7 @@
 //! written by a dedicated thread: the request path never blocks on stdout. If the channel is
 //! ever full, the entry is dropped and counted; the first drop is logged.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,15 @@ const TRUNCATED: &str = "...[truncated]";
 
 /// `text` cut to at most `max` bytes (on a character boundary), ending in `...[truncated]`
 /// when it was cut.
+/// `text` within `max` bytes, borrowed when it already is (nearly always).
+fn bounded_str(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(bounded(text.to_string(), max))
+    }
+}
+
 fn bounded(mut text: String, max: usize) -> String {
     if text.len() <= max {
         return text;
@@ -64,26 +74,27 @@ pub enum Severity {
 /// Cloud Logging's `httpRequest`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HttpRequest {
+pub struct HttpRequest<'a> {
     /// Method.
-    pub request_method: String,
+    pub request_method: &'a str,
     /// Path and query as received, without the injected query parameter.
-    pub request_url: String,
+    pub request_url: Cow<'a, str>,
     /// Status sent to the caller.
     pub status: u16,
     /// `"0.012s"`.
     pub latency: String,
     /// Client address.
-    pub remote_ip: Option<String>,
+    pub remote_ip: Option<&'a str>,
     /// Caller's `User-Agent`.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Cow<'a, str>>,
     /// Response body bytes sent.
     pub response_size: String,
 }
 
-/// One audit entry (SPEC, "Audit entry").
+/// One audit entry (SPEC, "Audit entry"), borrowing from the request's context: it is
+/// written at once and dropped.
 #[derive(Debug, Serialize)]
-pub struct AuditEntry {
+pub struct AuditEntry<'a> {
     /// INFO, WARNING, ERROR or ALERT.
     pub severity: Severity,
     /// Human summary.
@@ -92,7 +103,7 @@ pub struct AuditEntry {
     pub time: String,
     /// The request.
     #[serde(rename = "httpRequest")]
-    pub http_request: HttpRequest,
+    pub http_request: HttpRequest<'a>,
     /// `projects/P/traces/T`.
     #[serde(
         rename = "logging.googleapis.com/trace",
@@ -104,7 +115,7 @@ pub struct AuditEntry {
         rename = "logging.googleapis.com/spanId",
         skip_serializing_if = "Option::is_none"
     )]
-    pub span_id: Option<String>,
+    pub span_id: Option<&'a str>,
     /// Whether the trace was sampled.
     #[serde(
         rename = "logging.googleapis.com/trace_sampled",
@@ -112,42 +123,42 @@ pub struct AuditEntry {
     )]
     pub trace_sampled: Option<bool>,
     /// Request id (also `X-Request-Id`).
-    pub request_id: String,
+    pub request_id: &'a str,
     /// Verified caller email.
-    pub caller: Option<Arc<str>>,
+    pub caller: Option<&'a str>,
     /// Route name.
-    pub route: Option<String>,
+    pub route: Option<&'a str>,
     /// `allow` once policy allowed the request, else `deny`.
     pub decision: &'static str,
     /// Error code or refined reason; null for upstream responses passed through.
     pub reason: Option<&'static str>,
     /// Secret reference without version.
-    pub secret: Option<String>,
+    pub secret: Option<&'a str>,
     /// Resolved version id.
-    pub secret_version: Option<String>,
+    pub secret_version: Option<&'a str>,
     /// Upstream status.
     pub upstream_status: Option<u16>,
     /// Configured environment label.
-    pub environment: Option<String>,
+    pub environment: Option<&'a str>,
     /// Scrubbed occurrences of the credential in the response.
     pub scrubbed: u64,
     /// Replayed once after an upstream 401 with a newer secret version.
     pub retried: bool,
     /// Key path of the rule that allowed the request (allowed entries only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<Arc<str>>,
+    pub rule: Option<&'a str>,
     /// `rule_hash` of that rule (allowed entries only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule_hash: Option<Arc<str>>,
+    pub rule_hash: Option<&'a str>,
     /// The shadow decision, on routes with `shadow_allow`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<ShadowEntry>,
+    pub shadow: Option<&'a ShadowEntry>,
     /// The caller's `X-Credproxy-Labels`, exactly the kept pairs (absent when none).
     #[serde(
         rename = "logging.googleapis.com/labels",
         skip_serializing_if = "Option::is_none"
     )]
-    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    pub labels: Option<std::collections::BTreeMap<&'a str, &'a str>>,
 }
 
 /// The audit entry's `shadow`: what `shadow_allow` would have decided.
@@ -309,12 +320,12 @@ impl RequestContext {
         self.request_url = audit_url(path, query);
     }
 
-    fn entry(
-        &mut self,
+    fn entry<'a>(
+        &'a self,
         status: StatusCode,
         response_size: u64,
-        config: &AuditConfig,
-    ) -> AuditEntry {
+        config: &'a AuditConfig,
+    ) -> AuditEntry<'a> {
         let status_u16 = status.as_u16();
         let own_5xx = self.upstream_status.is_none() && status.is_server_error();
         let severity = if self.reason == Some("decoy") {
@@ -328,14 +339,10 @@ impl RequestContext {
         };
         let decision = if self.allowed { "allow" } else { "deny" };
         // Only an allowed entry names a rule.
-        let rule = self.rule.take().filter(|_| self.allowed);
+        let rule = self.rule.as_ref().filter(|_| self.allowed);
         // The path only, bounded: the whole URL is in httpRequest.requestUrl.
         let path = self.request_url.split('?').next().unwrap_or_default();
-        let path = if path.len() > MAX_MESSAGE_PATH_BYTES {
-            bounded(path.to_string(), MAX_MESSAGE_PATH_BYTES)
-        } else {
-            path.to_string()
-        };
+        let path = bounded_str(path, MAX_MESSAGE_PATH_BYTES);
         let mut message = String::with_capacity(path.len() + 48);
         message.push_str(decision);
         message.push(' ');
@@ -353,7 +360,7 @@ impl RequestContext {
         let (trace, span_id, trace_sampled) = match (&self.trace, &config.project_id) {
             (Some(t), Some(project)) => (
                 Some(format!("projects/{project}/traces/{}", t.trace_id)),
-                t.span_id.clone(),
+                t.span_id.as_deref(),
                 t.sampled,
             ),
             _ => (None, None, None),
@@ -363,36 +370,40 @@ impl RequestContext {
             message,
             time: rfc3339_micros(std::time::SystemTime::now()),
             http_request: HttpRequest {
-                request_method: self.method.as_str().to_string(),
-                request_url: bounded(std::mem::take(&mut self.request_url), MAX_FIELD_BYTES),
+                request_method: self.method.as_str(),
+                request_url: bounded_str(&self.request_url, MAX_FIELD_BYTES),
                 status: status_u16,
                 latency: seconds_text(latency),
-                remote_ip: self.remote_ip.take(),
+                remote_ip: self.remote_ip.as_deref(),
                 user_agent: self
                     .user_agent
-                    .take()
-                    .map(|ua| bounded(ua, MAX_FIELD_BYTES)),
+                    .as_deref()
+                    .map(|ua| bounded_str(ua, MAX_FIELD_BYTES)),
                 response_size: itoa::Buffer::new().format(response_size).to_string(),
             },
             trace,
             span_id,
             trace_sampled,
-            request_id: self.request_id.to_str().unwrap_or_default().to_string(),
-            caller: self.caller.take(),
-            route: self.route.take(),
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            caller: self.caller.as_deref(),
+            route: self.route.as_deref(),
             decision,
             reason: self.reason,
-            secret: self.secret.take(),
-            secret_version: self.secret_version.take(),
+            secret: self.secret.as_deref(),
+            secret_version: self.secret_version.as_deref(),
             upstream_status: self.upstream_status,
-            environment: config.environment.clone(),
+            environment: config.environment.as_deref(),
             scrubbed: self.scrubbed.load(Ordering::Relaxed),
             retried: self.retried,
-            rule_hash: rule.as_ref().map(|r| r.hash.clone()),
-            rule: rule.map(|r| r.key),
-            shadow: self.shadow.take(),
-            labels: (!self.labels.is_empty())
-                .then(|| std::mem::take(&mut self.labels).into_iter().collect()),
+            rule_hash: rule.map(|r| &*r.hash),
+            rule: rule.map(|r| &*r.key),
+            shadow: self.shadow.as_ref(),
+            labels: (!self.labels.is_empty()).then(|| {
+                self.labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect()
+            }),
         }
     }
 }
@@ -523,9 +534,10 @@ impl AuditGuard {
 
     fn write(&mut self, status: StatusCode, bytes: u64) -> u64 {
         let entry = self.cx.entry(status, bytes, &self.sink.config);
-        self.written = true;
         self.sink.write(&entry);
-        entry.scrubbed
+        let scrubbed = entry.scrubbed;
+        self.written = true;
+        scrubbed
     }
 
     /// Writes the entry of a response of `status` whose body sent `bytes`; returns the
@@ -859,7 +871,8 @@ mod tests {
         };
         let sink =
             AuditSink::start(config.clone(), Box::new(Stuck(release.clone()))).expect("sink");
-        let mut entry = cx().entry(StatusCode::OK, 0, &config);
+        let cx = cx();
+        let mut entry = cx.entry(StatusCode::OK, 0, &config);
         entry.message = "x".repeat(64 * 1024);
         let mut written = 0usize;
         while sink.dropped() == 0 {

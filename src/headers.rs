@@ -153,6 +153,18 @@ pub fn is_protected_request_header(name: &HeaderName) -> bool {
 
 /// Connection tokens (lowercase) the caller listed in `Connection`.
 pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    // What nearly every message carries: no `Connection`, or just `keep-alive` (skipped
+    // below too), answered without splitting.
+    match values.next() {
+        None => return Vec::new(),
+        Some(only)
+            if values.next().is_none() && only.as_bytes().eq_ignore_ascii_case(b"keep-alive") =>
+        {
+            return Vec::new();
+        }
+        Some(_) => {}
+    }
     headers
         .get_all(header::CONNECTION)
         .iter()

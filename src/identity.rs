@@ -304,8 +304,8 @@ impl Verifier {
 
     /// Verifies the caller's `Authorization: Bearer` token.
     ///
-    /// A token that verified once is remembered (keyed by a hash of its exact bytes, which
-    /// are compared on every hit) until its `exp`, so RSA verification runs once per token,
+    /// A token that verified once is remembered (keyed by [`token_key`], its exact bytes
+    /// compared on every hit) until its `exp`, so RSA verification runs once per token,
     /// not per request. A hit still checks `exp` (with leeway) and that the signing key is
     /// still published: a key removed from the JWKS drops every token it verified.
     pub async fn verify(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
@@ -313,7 +313,7 @@ impl Verifier {
         if token.ends_with(SIGNATURE_REMOVED) {
             return Err(AuthError::SignatureRemoved);
         }
-        let hash = std::hash::BuildHasher::hash_one(&self.hasher, token.as_bytes());
+        let hash = token_key(&self.hasher, token);
         if let Some(hit) = self.verified.get(&hash)
             && *hit.token == *token
         {
@@ -531,6 +531,20 @@ fn validation(audiences: &[String], issuers: &[String], leeway_seconds: u64) -> 
     validation
 }
 
+/// The verified-token cache's key: a seeded hash of the token's length and last 32 bytes
+/// (the end of its signature), rather than of the whole kilobyte.
+///
+/// Tokens that share this key are still told apart: a hit is used only when the whole
+/// token equals the cached one, and any other token is verified in full, exactly as an
+/// unknown one is (a forged token sharing a cached token's tail fails verification and
+/// changes nothing in the cache). Two tokens that both verify and share the tail do not
+/// occur: the signature covers everything before it.
+fn token_key(hasher: &foldhash::quality::RandomState, token: &str) -> u64 {
+    let bytes = token.as_bytes();
+    let tail = &bytes[bytes.len().saturating_sub(32)..];
+    std::hash::BuildHasher::hash_one(hasher, (bytes.len(), tail))
+}
+
 /// Extracts the token of the single `Authorization: Bearer` header.
 fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
@@ -710,6 +724,38 @@ mod tests {
         tampered.pop();
         tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
         assert!(v.verify(&bearer(&tampered)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_forged_token_sharing_the_cache_key_is_refused_and_changes_nothing() {
+        let signer = crate::dev::Signer::generate().expect("key");
+        let v = verifier(30);
+        v.install(KeySet::parse(signer.jwks().to_string().as_bytes()).expect("jwks"));
+        let victim = signer.sign(&crate::dev::Signer::claims(
+            "victim@p.iam.gserviceaccount.com",
+            "https://accounts.google.com",
+            "aud",
+        ));
+        assert!(v.verify(&bearer(&victim)).await.is_ok());
+        // Another caller's claims (an email of the same length) with the victim's signature:
+        // same length, same tail, so the same cache key.
+        let other = signer.sign(&crate::dev::Signer::claims(
+            "attack@p.iam.gserviceaccount.com",
+            "https://accounts.google.com",
+            "aud",
+        ));
+        let (other_head, _) = other.rsplit_once('.').expect("jwt");
+        let (_, victim_sig) = victim.rsplit_once('.').expect("jwt");
+        let forged = format!("{other_head}.{victim_sig}");
+        assert_ne!(forged, victim);
+        assert_eq!(
+            token_key(&v.hasher, &forged),
+            token_key(&v.hasher, &victim),
+            "the forgery shares the key"
+        );
+        assert!(v.verify(&bearer(&forged)).await.is_err());
+        let caller = v.verify(&bearer(&victim)).await.expect("still cached");
+        assert_eq!(&*caller.email, "victim@p.iam.gserviceaccount.com");
     }
 
     #[test]

@@ -202,44 +202,48 @@ mod tests {
         String::from_utf8(out).expect("utf8")
     }
 
-    fn entry(text: &str) -> AuditEntry {
+    /// The shadow decision of [`entry`] (borrowed by it).
+    fn shadow(text: &str) -> ShadowEntry {
+        ShadowEntry {
+            decision: "deny",
+            rule: Some(Arc::from(text)),
+        }
+    }
+
+    fn entry<'a>(text: &'a str, shadow: &'a ShadowEntry) -> AuditEntry<'a> {
         AuditEntry {
             severity: Severity::Info,
             message: format!("allow GET /v1/{text} -> 200"),
             time: "2026-12-01T14:00:00.123456Z".to_string(),
             http_request: HttpRequest {
-                request_method: "GET".to_string(),
-                request_url: format!("/bench/v1/{text}?a=1&b={text}"),
+                request_method: "GET",
+                request_url: format!("/bench/v1/{text}?a=1&b={text}").into(),
                 status: 200,
                 latency: "0.000123s".to_string(),
-                remote_ip: Some("10.0.0.1".to_string()),
-                user_agent: Some(text.to_string()),
+                remote_ip: Some("10.0.0.1"),
+                user_agent: Some(text.into()),
                 response_size: "18446744073709551615".to_string(),
             },
             trace: Some(format!("projects/p/traces/{text}")),
-            span_id: Some("00f067aa0ba902b7".to_string()),
+            span_id: Some("00f067aa0ba902b7"),
             trace_sampled: Some(true),
-            request_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_string(),
-            caller: Some(Arc::from(text)),
-            route: Some("bench".to_string()),
+            request_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            caller: Some(text),
+            route: Some("bench"),
             decision: "allow",
             reason: Some("upstream_error"),
-            secret: Some("env:BENCH_SECRET".to_string()),
-            secret_version: Some(text.to_string()),
+            secret: Some("env:BENCH_SECRET"),
+            secret_version: Some(text),
             upstream_status: Some(503),
-            environment: Some(text.to_string()),
+            environment: Some(text),
             scrubbed: u64::MAX,
             retried: true,
-            rule: Some(Arc::from("routes.bench.allow[0]")),
-            rule_hash: Some(Arc::from("0123456789abcdef")),
-            shadow: Some(ShadowEntry {
-                decision: "deny",
-                rule: Some(Arc::from(text)),
-            }),
+            rule: Some("routes.bench.allow[0]"),
+            rule_hash: Some("0123456789abcdef"),
+            shadow: Some(shadow),
             labels: Some(
                 [("dag_id", text), ("a_first", "1"), ("try_number", "2")]
                     .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             ),
         }
@@ -262,12 +266,18 @@ mod tests {
             &"x".repeat(100),
             &format!("{}\"", "y".repeat(31)),
         ] {
-            let full = entry(text);
+            let shadow = shadow(text);
+            let full = entry(text, &shadow);
             assert_eq!(ours(&full), serde(&full), "{text:?}");
         }
         // Every optional field absent (and the other severities).
+        let allow = ShadowEntry {
+            decision: "allow",
+            rule: None,
+        };
+        let deny = shadow("bare");
         for severity in [Severity::Warning, Severity::Error, Severity::Alert] {
-            let mut bare = entry("bare");
+            let mut bare = entry("bare", &deny);
             bare.severity = severity;
             bare.http_request.remote_ip = None;
             bare.http_request.user_agent = None;
@@ -285,16 +295,13 @@ mod tests {
             bare.retried = false;
             bare.rule = None;
             bare.rule_hash = None;
-            bare.shadow = Some(ShadowEntry {
-                decision: "allow",
-                rule: None,
-            });
+            bare.shadow = Some(&allow);
             assert_eq!(ours(&bare), serde(&bare));
             bare.trace_sampled = None;
             bare.shadow = None;
             bare.labels = None;
             assert_eq!(ours(&bare), serde(&bare));
-            bare.labels = Some([("k".to_string(), "v".to_string())].into_iter().collect());
+            bare.labels = Some([("k", "v")].into_iter().collect());
             assert_eq!(ours(&bare), serde(&bare));
         }
     }
@@ -303,7 +310,8 @@ mod tests {
     fn every_field_of_the_entry_is_written() {
         // A field added to AuditEntry but not to write_entry shows here as a key serde
         // writes and we do not.
-        let full = entry("k");
+        let shadow = shadow("k");
+        let full = entry("k", &shadow);
         let serde: serde_json::Value = serde_json::from_str(&serde(&full)).expect("serde");
         let ours: serde_json::Value = serde_json::from_str(&ours(&full)).expect("ours");
         let keys = |v: &serde_json::Value| {
