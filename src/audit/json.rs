@@ -36,26 +36,26 @@ pub fn write_entry(out: &mut Vec<u8>, entry: &AuditEntry) {
         boolean(out, sampled);
     }
     out.extend_from_slice(b",\"request_id\":");
-    string(out, &entry.request_id);
+    string(out, entry.request_id);
     out.extend_from_slice(b",\"caller\":");
-    opt_string(out, entry.caller.as_deref());
+    opt_string(out, entry.caller);
     out.extend_from_slice(b",\"route\":");
-    opt_string(out, entry.route.as_deref());
+    opt_string(out, entry.route);
     out.extend_from_slice(b",\"decision\":");
     string(out, entry.decision);
     out.extend_from_slice(b",\"reason\":");
     opt_string(out, entry.reason);
     out.extend_from_slice(b",\"secret\":");
-    opt_string(out, entry.secret.as_deref());
+    opt_string(out, entry.secret);
     out.extend_from_slice(b",\"secret_version\":");
-    opt_string(out, entry.secret_version.as_deref());
+    opt_string(out, entry.secret_version);
     out.extend_from_slice(b",\"upstream_status\":");
     match entry.upstream_status {
         Some(status) => number(out, status),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"environment\":");
-    opt_string(out, entry.environment.as_deref());
+    opt_string(out, entry.environment);
     out.extend_from_slice(b",\"scrubbed\":");
     number(out, entry.scrubbed);
     out.extend_from_slice(b",\"retried\":");
@@ -89,7 +89,7 @@ pub fn write_entry(out: &mut Vec<u8>, entry: &AuditEntry) {
 
 fn http_request(out: &mut Vec<u8>, r: &HttpRequest) {
     out.extend_from_slice(b"{\"requestMethod\":");
-    string(out, &r.request_method);
+    string(out, r.request_method);
     out.extend_from_slice(b",\"requestUrl\":");
     string(out, &r.request_url);
     out.extend_from_slice(b",\"status\":");
@@ -97,7 +97,7 @@ fn http_request(out: &mut Vec<u8>, r: &HttpRequest) {
     out.extend_from_slice(b",\"latency\":");
     string(out, &r.latency);
     out.extend_from_slice(b",\"remoteIp\":");
-    opt_string(out, r.remote_ip.as_deref());
+    opt_string(out, r.remote_ip);
     out.extend_from_slice(b",\"userAgent\":");
     opt_string(out, r.user_agent.as_deref());
     out.extend_from_slice(b",\"responseSize\":");
