@@ -279,6 +279,7 @@ impl RequestContext {
         method: &Method,
         uri: &http::Uri,
         headers: &HeaderMap,
+        optional: crate::headers::Optional,
         remote_ip: Option<String>,
     ) -> Self {
         RequestContext {
@@ -291,7 +292,7 @@ impl RequestContext {
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
-            trace: parse_trace(headers),
+            trace: optional.trace.then(|| parse_trace(headers)).flatten(),
             caller: None,
             route: None,
             allowed: false,
@@ -306,7 +307,11 @@ impl RequestContext {
             upstream_elapsed: None,
             rule: None,
             shadow: None,
-            labels: crate::headers::caller_labels(headers),
+            labels: if optional.labels {
+                crate::headers::caller_labels(headers)
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -517,7 +522,9 @@ pub struct AuditConfig {
 /// it (the request future was dropped: the caller went away before the response started,
 /// 499 `client_closed`, or the drain deadline cut it, 503 `shutdown`).
 pub struct AuditGuard {
-    cx: RequestContext,
+    /// Boxed: the guard moves from the request's future into its response body, and a
+    /// context is about 500 bytes.
+    cx: Box<RequestContext>,
     sink: AuditSink,
     written: bool,
 }
@@ -526,7 +533,7 @@ impl AuditGuard {
     /// Guards `cx`; its entry goes to `sink`.
     pub fn new(cx: RequestContext, sink: &AuditSink) -> Self {
         AuditGuard {
-            cx,
+            cx: Box::new(cx),
             sink: sink.clone(),
             written: false,
         }
@@ -778,14 +785,16 @@ mod tests {
     }
 
     fn cx() -> RequestContext {
+        let h = headers(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]);
         RequestContext::new(
             HeaderValue::from_static("rid"),
             &Method::GET,
             &"/api/v1/x?a=1".parse().expect("uri"),
-            &headers(&[(
-                "traceparent",
-                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            )]),
+            &h,
+            crate::headers::optional(&h),
             Some("10.0.0.1".to_string()),
         )
     }

@@ -63,7 +63,12 @@ fn is_ows(c: char) -> bool {
 
 /// A caller-supplied request id is kept when it is a sane token, else one is generated.
 pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(X_REQUEST_ID) {
+    request_id_of(headers, true)
+}
+
+/// [`request_id`], told whether the request carries `X-Request-Id` (see [`optional`]).
+pub fn request_id_of(headers: &http::HeaderMap, present: bool) -> HeaderValue {
+    if present && let Some(v) = headers.get(X_REQUEST_ID) {
         let b = v.as_bytes();
         if (1..=128).contains(&b.len())
             && b.iter()
@@ -80,6 +85,32 @@ pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
         *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Which of the optional request headers credproxy reads are there.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Optional {
+    /// `X-Request-Id`.
+    pub request_id: bool,
+    /// `X-Credproxy-Labels`.
+    pub labels: bool,
+    /// `traceparent` or `X-Cloud-Trace-Context`.
+    pub trace: bool,
+}
+
+/// [`Optional`] in one pass over the header names: most requests carry none of these, and
+/// a lookup of each would hash its name.
+pub fn optional(headers: &HeaderMap) -> Optional {
+    let mut found = Optional::default();
+    for name in headers.keys() {
+        match name.as_str() {
+            "x-request-id" => found.request_id = true,
+            "x-credproxy-labels" => found.labels = true,
+            "traceparent" | "x-cloud-trace-context" => found.trace = true,
+            _ => {}
+        }
+    }
+    found
 }
 
 /// The client's address: the TCP peer, or with `trusted_proxy_hops = n` the n-th
@@ -181,6 +212,35 @@ pub fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optional_finds_each_header_in_any_case() {
+        let mut h = HeaderMap::new();
+        assert_eq!(optional(&h), Optional::default());
+        h.insert("x-other", HeaderValue::from_static("1"));
+        assert_eq!(optional(&h), Optional::default());
+        h.insert("X-Request-Id", HeaderValue::from_static("abc"));
+        h.insert("X-Cloud-Trace-Context", HeaderValue::from_static("t/1"));
+        assert_eq!(
+            optional(&h),
+            Optional {
+                request_id: true,
+                labels: false,
+                trace: true
+            }
+        );
+        h.append("x-credproxy-labels", HeaderValue::from_static("a=b"));
+        h.remove("x-cloud-trace-context");
+        h.insert("traceparent", HeaderValue::from_static("00-x"));
+        assert_eq!(
+            optional(&h),
+            Optional {
+                request_id: true,
+                labels: true,
+                trace: true
+            }
+        );
+    }
 
     #[test]
     fn client_address_trusts_only_the_configured_hops() {

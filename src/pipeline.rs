@@ -18,7 +18,7 @@ use http::{StatusCode, Version};
 use crate::audit::{AuditGuard, Observed, RequestContext};
 use crate::credential::Resolved;
 use crate::error::ProxyError;
-use crate::headers::{client_address, request_id};
+use crate::headers::{client_address, request_id_of};
 use crate::identity::Caller;
 use crate::inject::oauth2::Minted;
 use crate::limit::concurrency::Slot;
@@ -44,11 +44,13 @@ pub async fn handle(
         peer,
         app.config.server.trusted_proxy_hops,
     );
+    let optional = crate::headers::optional(request.headers());
     let mut cx = RequestContext::new(
-        request_id(request.headers()),
+        request_id_of(request.headers(), optional.request_id),
         request.method(),
         request.uri(),
         request.headers(),
+        optional,
         client.map(crate::audit::ip_text),
     );
     cx.client_ip = client;
@@ -138,7 +140,17 @@ pub async fn pipeline<'a>(
         &body.fault,
         &cx.request_id,
     )?;
-    let mut response = forward(&client, route, cx, outgoing, &resolved, minted.as_ref()).await?;
+    // Boxed: the exchange's future is most of the request's, and the request future is
+    // moved (copied whole) before it first runs.
+    let mut response = Box::pin(forward(
+        &client,
+        route,
+        cx,
+        outgoing,
+        &resolved,
+        minted.as_ref(),
+    ))
+    .await?;
     // One replay after a 401, with a rotated secret or a fresh token, when the body was held.
     if response.status() == StatusCode::UNAUTHORIZED
         && let Some(replay) = body.replay
@@ -161,7 +173,15 @@ pub async fn pipeline<'a>(
             &body.fault,
             &cx.request_id,
         )?;
-        response = forward(&client, route, cx, outgoing, &resolved, minted.as_ref()).await?;
+        response = Box::pin(forward(
+            &client,
+            route,
+            cx,
+            outgoing,
+            &resolved,
+            minted.as_ref(),
+        ))
+        .await?;
     }
     cx.upstream_status = Some(response.status().as_u16());
     cx.upstream_elapsed = Some(sent.elapsed());

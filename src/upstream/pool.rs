@@ -129,6 +129,14 @@ enum Conn {
 }
 
 impl Host {
+    /// The absolute URI of `target` at this origin, for HTTP/2's `:scheme` and `:authority`.
+    fn absolute(&self, target: Option<http::uri::PathAndQuery>) -> Result<Uri, Error> {
+        let mut parts = self.dst.clone().into_parts();
+        parts.path_and_query =
+            Some(target.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        Uri::from_parts(parts).map_err(Error::connect)
+    }
+
     fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -274,7 +282,10 @@ impl Pools {
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, Error> {
         let host = self.host(request.uri())?;
-        let absolute = request.uri().clone();
+        // The route's origin is the pool's; only the path and query go on.
+        let target = std::mem::take(request.uri_mut())
+            .into_parts()
+            .path_and_query;
         // One more try, on a new connection, when a pooled one closed before the request
         // was written.
         let mut fresh = false;
@@ -289,14 +300,14 @@ impl Pools {
             };
             let sent = match conn {
                 Conn::H2(mut tx) => {
-                    *request.uri_mut() = absolute.clone();
+                    *request.uri_mut() = host.absolute(target.clone())?;
                     request.headers_mut().remove(header::HOST);
                     tx.try_send_request(request)
                         .await
                         .map(|response| response.map(|body| ResponseBody::new(body, None)))
                 }
                 Conn::H1(mut tx) => {
-                    *request.uri_mut() = origin_form(&absolute);
+                    *request.uri_mut() = origin_form(target.clone());
                     request
                         .headers_mut()
                         .entry(header::HOST)
@@ -333,10 +344,10 @@ impl Pools {
     }
 }
 
-/// The path and query of `uri`, for an HTTP/1 request line.
-fn origin_form(uri: &Uri) -> Uri {
-    match uri.path_and_query() {
-        Some(pq) if pq.as_str() != "/" => Uri::from(pq.clone()),
+/// The path and query of a request, for an HTTP/1 request line.
+fn origin_form(target: Option<http::uri::PathAndQuery>) -> Uri {
+    match target {
+        Some(pq) if pq.as_str() != "/" => Uri::from(pq),
         _ => Uri::default(),
     }
 }
