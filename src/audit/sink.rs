@@ -61,8 +61,24 @@ fn write_loop(rx: &mpsc::Receiver<Msg>, out: Box<dyn Write + Send>, queued: &Ato
 }
 
 /// The writer of audit lines: a bounded queue drained by a dedicated thread.
+///
+/// Clones share one allocation: every request's audit guard holds one, and a clone is then
+/// one reference count (one atomic on a line all serving threads touch) instead of one per
+/// field.
 #[derive(Clone)]
 pub struct AuditSink {
+    inner: Arc<SinkInner>,
+}
+
+impl std::ops::Deref for AuditSink {
+    type Target = SinkInner;
+    fn deref(&self) -> &SinkInner {
+        &self.inner
+    }
+}
+
+/// What an [`AuditSink`] shares.
+pub struct SinkInner {
     tx: mpsc::Sender<Msg>,
     pub(super) config: Arc<AuditConfig>,
     dropped: Arc<AtomicU64>,
@@ -85,13 +101,15 @@ impl AuditSink {
             .name("credproxy-audit".to_string())
             .spawn(move || write_loop(&rx, out, &writer_queued))?;
         Ok(AuditSink {
-            tx,
-            config: Arc::new(config),
-            dropped: Arc::default(),
-            queued,
-            reported: Arc::default(),
-            started: Instant::now(),
-            shutting_down: Arc::default(),
+            inner: Arc::new(SinkInner {
+                tx,
+                config: Arc::new(config),
+                dropped: Arc::default(),
+                queued,
+                reported: Arc::default(),
+                started: Instant::now(),
+                shutting_down: Arc::default(),
+            }),
         })
     }
 
