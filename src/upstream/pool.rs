@@ -10,15 +10,18 @@
 //!   idle (on checkout and checkin, and by a reaper task every [`REAP_EVERY`]);
 //! - one shared HTTP/2 connection, used when the upstream picks `h2` by ALPN.
 //!
-//! A connection goes back to the pool once its response body has been read to the end (a
-//! body dropped early closes it, as hyper must). A connection the upstream closed while idle
+//! A connection goes back to the pool once its response body has been read to the end and
+//! hyper is ready to send on it again (a request body may still be going out after an early
+//! answer: the connection is then pooled when that upload ends); a body dropped early closes
+//! it, as hyper must. A connection the upstream closed while idle
 //! is noticed on checkout; one it closed just as the request went out (the request was not
 //! written: hyper hands it back) is retried once on a new connection, as hyper-util does.
 //! Connecting (DNS, TCP options, TLS, ALPN) is the connector of [`super::UpstreamClient`].
 //!
 //! What this saves against hyper-util per request: hashing the pool key twice with SipHash
 //! (`Authority` hashes byte by byte), the checkout/connect race and its boxed futures, and
-//! the task spawned to return a connection whose body is still being read.
+//! the task spawned to return a connection whose body is still being read (here a task is
+//! spawned only when the connection is not ready when its response ends).
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -142,9 +145,9 @@ impl Host {
     }
 
     /// A pooled connection that is ready, or `None`.
-    async fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<Conn> {
         loop {
-            let mut tx = {
+            let tx = {
                 let mut idle = self.idle();
                 if let Some(h2) = &idle.h2 {
                     if !h2.is_closed() {
@@ -156,18 +159,15 @@ impl Host {
                 expire(&mut idle.h1, now);
                 idle.h1.pop_back()?.0
             };
+            // Only ready connections are pooled (see [`ResponseBody`]); one that is not
+            // ready any more has closed since.
             if tx.is_ready() {
-                return Some(Conn::H1(tx));
-            }
-            // Back in the pool because its body was read to the end: its connection task has
-            // yet to run to take the next request, or it has closed.
-            if !tx.is_closed() && tx.ready().await.is_ok() {
                 return Some(Conn::H1(tx));
             }
         }
     }
 
-    /// Returns an HTTP/1 connection whose response is over.
+    /// Returns an HTTP/1 connection that is ready for its next request.
     fn checkin(&self, tx: H1) {
         if tx.is_closed() {
             return;
@@ -290,7 +290,7 @@ impl Pools {
         // was written.
         let mut fresh = false;
         loop {
-            let pooled = if fresh { None } else { host.checkout().await };
+            let pooled = if fresh { None } else { host.checkout() };
             let reused = pooled.is_some();
             let conn = match pooled {
                 Some(conn) => conn,
@@ -391,9 +391,25 @@ impl ResponseBody {
         ResponseBody { inner, checkin }
     }
 
+    /// Pools the connection once it is ready for another request: at once when it is (the
+    /// usual case: the last chunk was read and the request was written), else from a task
+    /// that waits for it. The request body may still be going out (an upstream can answer
+    /// before it has read it all), and a request sent on the connection meanwhile would
+    /// wait behind that upload.
     fn release(&mut self) {
-        if let Some(Checkin { tx, host }) = self.checkin.take() {
+        let Some(Checkin { mut tx, host }) = self.checkin.take() else {
+            return;
+        };
+        if tx.is_ready() {
             host.checkin(tx);
+        } else if !tx.is_closed()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if tx.ready().await.is_ok() {
+                    host.checkin(tx);
+                }
+            });
         }
     }
 }

@@ -195,3 +195,71 @@ async fn an_unreachable_upstream_is_a_connect_error() {
     let err = client().request(request).await.unwrap_err();
     assert!(err.is_connect(), "{err}");
 }
+
+/// An upstream that answers as soon as it has a request's head, and then keeps reading
+/// (whatever body follows) without closing: the answer can be over before the upload.
+async fn answering_early_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_connection_still_sending_a_request_body_is_not_handed_to_the_next_request() {
+    let (addr, accepted) = answering_early_upstream().await;
+    let client = client();
+    // A request body that sends one chunk and then stalls: the upstream answers without
+    // reading it, so the answer is over while the upload is not.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    tx.send(Ok(Bytes::from_static(b"first"))).unwrap();
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let body = UpstreamBody::Stream {
+        inner: axum::body::Body::from_stream(chunks),
+        seen: 0,
+        limit: u64::MAX,
+        exceeded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = format!("http://{addr}/upload").parse().unwrap();
+    let early = client.request(request).await.unwrap();
+    assert_eq!(text(early).await, "ok");
+    // The next request gets a connection that can send now, not one behind the upload.
+    let next = tokio::time::timeout(
+        Duration::from_secs(5),
+        get(&client, &format!("http://{addr}/next")),
+    )
+    .await
+    .expect("the next request waited behind another's upload");
+    assert_eq!(text(next).await, "ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    drop(tx);
+}
