@@ -140,17 +140,7 @@ pub async fn pipeline<'a>(
         &body.fault,
         &cx.request_id,
     )?;
-    // Boxed: the exchange's future is most of the request's, and the request future is
-    // moved (copied whole) before it first runs.
-    let mut response = Box::pin(forward(
-        &client,
-        route,
-        cx,
-        outgoing,
-        &resolved,
-        minted.as_ref(),
-    ))
-    .await?;
+    let mut response = forward(&client, route, cx, outgoing, &resolved, minted.as_ref()).await?;
     // One replay after a 401, with a rotated secret or a fresh token, when the body was held.
     if response.status() == StatusCode::UNAUTHORIZED
         && let Some(replay) = body.replay
@@ -173,15 +163,7 @@ pub async fn pipeline<'a>(
             &body.fault,
             &cx.request_id,
         )?;
-        response = Box::pin(forward(
-            &client,
-            route,
-            cx,
-            outgoing,
-            &resolved,
-            minted.as_ref(),
-        ))
-        .await?;
+        response = forward(&client, route, cx, outgoing, &resolved, minted.as_ref()).await?;
     }
     cx.upstream_status = Some(response.status().as_u16());
     cx.upstream_elapsed = Some(sent.elapsed());
@@ -339,14 +321,16 @@ async fn forward(
         None => resolved.scrub.as_ref(),
     }
     .filter(|_| route.spec.scrub_responses);
-    proxy::forward::forward(
+    // Boxed: the exchange's future is most of the request's, and the request future is
+    // moved (copied whole) before it first runs.
+    Box::pin(proxy::forward::forward(
         client,
         &route.spec,
         outgoing,
         needles,
         &cx.request_id,
         &cx.scrubbed,
-    )
+    ))
     .await
 }
 

@@ -296,10 +296,6 @@ pub struct Upstream {
     pub origin: String,
     /// Base path without trailing slash, possibly empty.
     pub base_path: String,
-    /// Host name, to check that a built URL never leaves it.
-    pub host: String,
-    /// Port, explicit or the scheme's default.
-    pub port: u16,
     /// The scheme of `origin`, parsed once for the request path.
     pub scheme: http::uri::Scheme,
     /// The authority of `origin` (`host[:port]`), parsed once for the request path.

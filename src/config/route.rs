@@ -262,7 +262,6 @@ impl Validator<'_> {
             return None;
         }
         let host = url.host_str()?.to_string();
-        let port = url.port_or_known_default()?;
         let origin = match url.port() {
             Some(port) => format!("{}://{}:{port}", url.scheme(), host),
             None => format!("{}://{}", url.scheme(), host),
@@ -287,8 +286,6 @@ impl Validator<'_> {
         Some(Upstream {
             origin,
             base_path,
-            host,
-            port,
             scheme,
             authority,
         })

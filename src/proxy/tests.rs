@@ -28,8 +28,6 @@ fn route_with_secret(inject: Injection, secret: &[u8]) -> (RouteSpec, Resolved) 
         upstream: Upstream {
             origin: "https://api.example.com".to_string(),
             base_path: "/base".to_string(),
-            host: "api.example.com".to_string(),
-            port: 443,
             scheme: http::uri::Scheme::HTTPS,
             authority: http::uri::Authority::from_static("api.example.com"),
         },

@@ -113,39 +113,9 @@ async fn a_body_dropped_part_way_closes_its_connection() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
-/// An upstream that answers one request per connection with keep-alive, then closes it.
-async fn closing_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = vec![0; 4096];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        return;
-                    }
-                    seen.extend_from_slice(&buf[..n]);
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                // Idle keep-alive connection closed by the upstream.
-            });
-        }
-    });
-    (addr, accepted)
-}
-
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_not_used() {
-    let (addr, accepted) = closing_upstream().await;
+    let (addr, accepted) = raw_upstream(false).await;
     let client = client();
     for _ in 0..3 {
         assert_eq!(
@@ -196,9 +166,11 @@ async fn an_unreachable_upstream_is_a_connect_error() {
     assert!(err.is_connect(), "{err}");
 }
 
-/// An upstream that answers as soon as it has a request's head, and then keeps reading
-/// (whatever body follows) without closing: the answer can be over before the upload.
-async fn answering_early_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// A raw upstream answering each connection's first request with keep-alive as soon as it
+/// has its head. Then, with `keep_reading`, it reads whatever follows (a body) without ever
+/// closing, so the answer can be over before the upload; without, it closes the idle
+/// connection.
+async fn raw_upstream(keep_reading: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -219,11 +191,7 @@ async fn answering_early_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) 
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                }
+                while keep_reading && matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
             });
         }
     });
@@ -232,7 +200,7 @@ async fn answering_early_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) 
 
 #[tokio::test]
 async fn a_connection_still_sending_a_request_body_is_not_handed_to_the_next_request() {
-    let (addr, accepted) = answering_early_upstream().await;
+    let (addr, accepted) = raw_upstream(true).await;
     let client = client();
     // A request body that sends one chunk and then stalls: the upstream answers without
     // reading it, so the answer is over while the upload is not.
