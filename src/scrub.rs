@@ -128,6 +128,16 @@ impl Needles {
         (out, count)
     }
 
+    /// `body` with every match replaced, and the number of matches; a body without a match
+    /// is returned as it is, uncopied.
+    pub fn scrub_whole(&self, body: Bytes) -> (Bytes, u64) {
+        if !self.matcher.is_match(&body[..]) {
+            return (body, 0);
+        }
+        let (clean, count) = self.replace_all(&body);
+        (Bytes::from(clean), count)
+    }
+
     /// A scrubbed copy of a header value, or `None` when it holds no match.
     pub fn header_value(&self, value: &HeaderValue) -> Option<(HeaderValue, u64)> {
         if value.len() < self.min_len || !self.matcher.is_match(value.as_bytes()) {

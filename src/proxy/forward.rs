@@ -135,10 +135,32 @@ pub async fn forward(
         out_headers.remove(name);
     }
     out_headers.insert(X_REQUEST_ID, request_id.clone());
+    let known = http_body::Body::size_hint(&upstream_body).exact();
     let stream = IdleTimeout::new(
         http_body_util::BodyDataStream::new(upstream_body),
         route.idle_timeout,
     );
+    // A small body of known length (most API answers) is read whole: scrubbed in one pass,
+    // answered with its exact Content-Length instead of chunked, and its upstream connection
+    // pooled again before the caller has read a byte.
+    if let Some(len) = known.filter(|len| !is_head && (1..=WHOLE_BODY_MAX).contains(len)) {
+        let whole = read_whole(stream, len as usize, &route.name, route.idle_timeout).await?;
+        let whole = match needles {
+            Some(needles) => {
+                let (clean, count) = needles.scrub_whole(whole);
+                if count > 0 {
+                    scrubbed.fetch_add(count, Ordering::Relaxed);
+                }
+                clean
+            }
+            None => whole,
+        };
+        out_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+        let mut out = axum::response::Response::new(Body::from(whole));
+        *out.status_mut() = status;
+        *out.headers_mut() = out_headers;
+        return Ok(out);
+    }
     let body = match needles {
         Some(needles) => {
             // Scrubbing may change the length; a HEAD answer has no body to change.
@@ -153,6 +175,53 @@ pub async fn forward(
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     Ok(out)
+}
+
+/// The largest response body of known length that is read whole before answering.
+pub const WHOLE_BODY_MAX: u64 = 64 * 1024;
+
+/// Reads a body of `len` bytes (its declared length) whole. A body that stalls for `idle`
+/// is a 504, one that fails or ends short a 502: the caller has not been answered yet.
+async fn read_whole<S>(
+    mut stream: IdleTimeout<S>,
+    len: usize,
+    route: &str,
+    idle: Duration,
+) -> Result<Bytes, ProxyError>
+where
+    S: Stream<Item = Result<Bytes, hyper::Error>> + Unpin,
+{
+    let mut first: Option<Bytes> = None;
+    let mut rest = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                return Err(ProxyError::UpstreamTimeout(idle.as_secs()));
+            }
+            Err(err) => {
+                tracing::warn!(route = %route, error = %error_chain(&err), "upstream response body failed");
+                return Err(ProxyError::UpstreamUnreachable);
+            }
+        };
+        match &first {
+            None if rest.is_empty() => first = Some(chunk),
+            _ => {
+                if let Some(first) = first.take() {
+                    rest.reserve(len);
+                    rest.extend_from_slice(&first);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    let whole = first.unwrap_or_else(|| rest.freeze());
+    if whole.len() != len {
+        // hyper enforces the declared length; this is the belt to its braces.
+        tracing::warn!(route = %route, "upstream response body did not match its Content-Length");
+        return Err(ProxyError::UpstreamUnreachable);
+    }
+    Ok(whole)
 }
 
 /// Whether a response body arrives as sent, so that it can be scrubbed: every

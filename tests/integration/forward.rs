@@ -93,6 +93,18 @@ async fn a_stalled_body_is_cut_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_small_body_of_known_length_that_stalls_is_a_504_not_a_cut_answer() {
+    let w = World::start().await;
+    let started = tokio::time::Instant::now();
+    // Content-Length 100, 11 bytes sent, then nothing: read whole, so nothing was answered
+    // yet and the caller gets a clean 504 after the 1 s idle timeout.
+    let r = w.app.get_as(READER, "/api/v1/stall-sized").await;
+    assert_eq!(r.status(), 504);
+    assert_eq!(error_body(r).await["error"], "upstream_timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
 async fn a_declared_body_over_the_limit_is_413_and_never_sent() {
     let w = World::start().await;
     for size in [1024usize, 1025] {

@@ -37,7 +37,14 @@ async fn an_echoing_upstream_never_hands_the_credential_back() {
             .expect("ascii")
             .to_string();
         let headers = format!("{:?}", r.headers());
+        let length = r.headers().get("content-length").cloned();
         let body = r.text().await.expect("body");
+        // A small answer of known length is scrubbed whole and sent with its new length.
+        assert_eq!(
+            length.as_ref().map(|v| v.to_str().expect("ascii")),
+            Some(body.len().to_string().as_str()),
+            "{path}: {headers}"
+        );
         for leak in [SECRET, "pw_SECRET_93ad"] {
             assert!(!body.contains(leak), "{path}: body leaks: {body}");
             assert!(!headers.contains(leak), "{path}: headers leak: {headers}");

@@ -230,6 +230,7 @@ impl FakeUpstream {
     /// Behaviours by path (after the route's base path):
     /// - `/slow/N`: answer after N seconds;
     /// - `/stall`: send headers and one chunk, then stall for a minute;
+    /// - `/stall-sized`: the same with `Content-Length: 100` (a small body of known length);
     /// - `/drip/N`: N chunks, one every 300 ms (a slow but flowing body);
     /// - `/redirect`: 302 to another host;
     /// - `/status/N`: answer with status N;
@@ -325,7 +326,8 @@ async fn upstream_handler(State(state): State<UpstreamState>, request: Request) 
             tokio::time::sleep(Duration::from_secs(secs)).await;
             (http::StatusCode::OK, "slow answer").into_response()
         }
-        [.., "stall"] => {
+        [.., stall @ ("stall" | "stall-sized")] => {
+            let sized = *stall == "stall-sized";
             let stream = futures_util::stream::unfold(0u8, |n| async move {
                 if n == 0 {
                     Some((
@@ -337,7 +339,13 @@ async fn upstream_handler(State(state): State<UpstreamState>, request: Request) 
                     None
                 }
             });
-            Response::new(Body::from_stream(stream))
+            let mut response = Response::new(Body::from_stream(stream));
+            if sized {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(100));
+            }
+            response
         }
         [.., "drip", n] => {
             let total: u32 = n.parse().unwrap_or(3);
