@@ -539,18 +539,15 @@ impl AuditGuard {
         }
     }
 
-    fn write(&mut self, status: StatusCode, bytes: u64) -> u64 {
+    fn write(&mut self, status: StatusCode, bytes: u64) {
         let entry = self.cx.entry(status, bytes, &self.sink.config);
         self.sink.write(&entry);
-        let scrubbed = entry.scrubbed;
         self.written = true;
-        scrubbed
     }
 
-    /// Writes the entry of a response of `status` whose body sent `bytes`; returns the
-    /// scrubbed count.
-    pub fn finish(mut self, status: StatusCode, bytes: u64) -> u64 {
-        self.write(status, bytes)
+    /// Writes the entry of a response of `status` whose body sent `bytes`.
+    pub fn finish(mut self, status: StatusCode, bytes: u64) {
+        self.write(status, bytes);
     }
 }
 
@@ -593,18 +590,12 @@ impl Drop for AuditGuard {
 pub struct Completion {
     guard: AuditGuard,
     status: StatusCode,
-    scrub_counter: Option<prometheus_client::metrics::counter::Counter>,
     _hold: Box<dyn Send + Sync>,
 }
 
 impl Completion {
     fn finish(self, bytes: u64) {
-        let scrubbed = self.guard.finish(self.status, bytes);
-        if scrubbed > 0
-            && let Some(counter) = &self.scrub_counter
-        {
-            counter.inc_by(scrubbed);
-        }
+        self.guard.finish(self.status, bytes);
     }
 }
 
@@ -622,7 +613,6 @@ impl Observed {
         response: axum::response::Response,
         guard: AuditGuard,
         hold: Box<dyn Send + Sync>,
-        scrub_counter: Option<prometheus_client::metrics::counter::Counter>,
     ) -> axum::response::Response {
         let status = response.status();
         let (parts, body) = response.into_parts();
@@ -632,7 +622,6 @@ impl Observed {
             completion: Some(Completion {
                 guard,
                 status,
-                scrub_counter,
                 _hold: hold,
             }),
         };

@@ -15,8 +15,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+mod sharded;
+pub use sharded::{InFlightGauge, LatencyHistogram, ShardedCounter};
 
 /// Labels of `credproxy_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,11 +76,11 @@ pub struct ResultLabel {
 pub struct Metrics {
     registry: Registry,
     /// Requests by route, decision and status class.
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Family<RequestLabels, ShardedCounter>,
     /// Time to the upstream's response headers.
-    pub upstream_seconds: Family<RouteLabel, Histogram>,
+    pub upstream_seconds: Family<RouteLabel, LatencyHistogram>,
     /// Time credproxy itself spent on a request (total to response headers minus upstream).
-    pub overhead_seconds: Family<RouteLabel, Histogram>,
+    pub overhead_seconds: Family<RouteLabel, LatencyHistogram>,
     /// Requests refused by a rate limit.
     pub rate_limited: Family<LimitLabels, Counter>,
     /// Credential occurrences scrubbed from responses.
@@ -95,15 +97,10 @@ pub struct Metrics {
     pub jwks_refreshes: Family<ResultLabel, Counter>,
     /// Audit entries dropped because the queue was full.
     pub audit_dropped: Counter,
-    /// Requests in flight.
-    pub in_flight: Gauge<i64, AtomicI64>,
+    /// Requests in flight (read from the servers' own counters when scraped).
+    pub in_flight: InFlightGauge,
     /// Shadow decisions by route, enforced decision and shadow decision.
     pub shadow_decisions: Family<ShadowLabels, Counter>,
-}
-
-fn latency_histogram() -> Histogram {
-    // 100 µs .. ~52 s.
-    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -114,13 +111,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Requests by route, decision and status class",
         requests.clone(),
     );
-    let upstream_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+    let upstream_seconds = Family::default();
     registry.register(
         "upstream_duration_seconds",
         "Time until the upstream's response headers",
         upstream_seconds.clone(),
     );
-    let overhead_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+    let overhead_seconds = Family::default();
     registry.register(
         "overhead_duration_seconds",
         "Time credproxy spent on a request, excluding the upstream",
@@ -174,7 +171,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Audit entries dropped (queue full)",
         audit_dropped.clone(),
     );
-    let in_flight = Gauge::default();
+    let in_flight = InFlightGauge::default();
     registry.register(
         "in_flight_requests",
         "Requests in flight",
@@ -263,11 +260,11 @@ pub fn rate_limit_backend() -> &'static BackendMetrics {
 #[derive(Clone, Debug)]
 pub struct RouteMetrics {
     /// `[decision][class]`: decision 0 allow, 1 deny; class 0..4 for 2xx..5xx (1xx counts as 2xx).
-    requests: [[Counter; 4]; 2],
+    requests: [[ShardedCounter; 4]; 2],
     /// Upstream latency.
-    pub upstream: Histogram,
+    pub upstream: LatencyHistogram,
     /// Proxy overhead.
-    pub overhead: Histogram,
+    pub overhead: LatencyHistogram,
     /// Scrubbed occurrences.
     pub scrubbed: Counter,
     /// `[enforced][shadow]`, 0 allow and 1 deny, on routes with `shadow_allow`.
@@ -326,15 +323,15 @@ impl RouteMetrics {
         }
     }
 
-    /// Counts one finished request.
-    pub fn count(&self, allowed: bool, status: u16) {
+    /// Counts one finished request, on serving thread `shard`'s part.
+    pub fn count(&self, shard: usize, allowed: bool, status: u16) {
         let class = match status {
             300..=399 => 1,
             400..=499 => 2,
             500..=599 => 3,
             _ => 0,
         };
-        self.requests[usize::from(!allowed)][class].inc();
+        self.requests[usize::from(!allowed)][class].inc(shard);
     }
 }
 
@@ -345,10 +342,10 @@ mod tests {
     #[test]
     fn counts_by_route_decision_and_class() {
         let r = RouteMetrics::new("metrics-test-route");
-        r.count(true, 200);
-        r.count(false, 403);
-        r.count(false, 403);
-        r.upstream.observe(0.01);
+        r.count(0, true, 200);
+        r.count(1, false, 403);
+        r.count(0, false, 403);
+        r.upstream.observe(1, std::time::Duration::from_millis(10));
         let text = metrics().encode();
         assert!(
             text.contains(r#"credproxy_requests_total{route="metrics-test-route",decision="deny",code_class="4xx"} 2"#),

@@ -63,7 +63,6 @@ pub async fn handle(
     };
     // The route, once known: its metrics count the response.
     let mut routed = None;
-    crate::metrics::metrics().in_flight.inc();
     let path = request.uri().path();
     let result = if count > app.config.server.max_in_flight {
         Err(ProxyError::Overloaded)
@@ -86,18 +85,19 @@ pub async fn handle(
         }
     };
     let route_metrics = routed.map_or(&app.unrouted, |r: &RouteRuntime| &r.metrics);
-    route_metrics.count(cx.allowed, response.status().as_u16());
+    // Each serving thread writes its own shard of the route's metrics.
+    let shard = thread.map_or(0, |t| t.0);
+    route_metrics.count(shard, cx.allowed, response.status().as_u16());
     let total = cx.elapsed();
     if let Some(upstream) = cx.upstream_elapsed {
-        route_metrics.upstream.observe(upstream.as_secs_f64());
+        route_metrics.upstream.observe(shard, upstream);
         route_metrics
             .overhead
-            .observe(total.saturating_sub(upstream).as_secs_f64());
+            .observe(shard, total.saturating_sub(upstream));
     } else {
-        route_metrics.overhead.observe(total.as_secs_f64());
+        route_metrics.overhead.observe(shard, total);
     }
-    let scrubbed = route_metrics.scrubbed.clone();
-    Observed::wrap(response, cx, Box::new(holds), Some(scrubbed))
+    Observed::wrap(response, cx, Box::new(holds))
 }
 
 /// The stage table of `lib.rs`, in order.
@@ -330,6 +330,7 @@ async fn forward(
         needles,
         &cx.request_id,
         &cx.scrubbed,
+        &route.metrics.scrubbed,
     ))
     .await
 }
@@ -346,6 +347,5 @@ struct InFlight(Arc<AtomicUsize>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-        crate::metrics::metrics().in_flight.dec();
     }
 }

@@ -265,6 +265,8 @@ pub struct ScrubStream<S> {
     needles: Arc<Needles>,
     carry: BytesMut,
     count: Arc<AtomicU64>,
+    /// The route's metric, counted into as well.
+    route_count: Option<prometheus_client::metrics::counter::Counter>,
     done: bool,
 }
 
@@ -276,7 +278,24 @@ impl<S> ScrubStream<S> {
             needles,
             carry: BytesMut::new(),
             count,
+            route_count: None,
             done: false,
+        }
+    }
+
+    /// Also counts replacements into `counter` (the route's metric).
+    #[must_use]
+    pub fn counting_into(mut self, counter: prometheus_client::metrics::counter::Counter) -> Self {
+        self.route_count = Some(counter);
+        self
+    }
+
+    fn counted(&self, count: u64) {
+        if count > 0 {
+            self.count.fetch_add(count, Ordering::Relaxed);
+            if let Some(route) = &self.route_count {
+                route.inc_by(count);
+            }
         }
     }
 
@@ -307,18 +326,14 @@ impl<S> ScrubStream<S> {
         let emit_to = pos.max(safe);
         out.extend_from_slice(&buf[pos..emit_to]);
         let _ = self.carry.split_to(emit_to);
-        if count > 0 {
-            self.count.fetch_add(count, Ordering::Relaxed);
-        }
+        self.counted(count);
         out.freeze()
     }
 
     fn flush(&mut self) -> Bytes {
         let (out, count) = self.needles.replace_all(&self.carry);
         self.carry.clear();
-        if count > 0 {
-            self.count.fetch_add(count, Ordering::Relaxed);
-        }
+        self.counted(count);
         Bytes::from(out)
     }
 }

@@ -148,6 +148,9 @@ impl App {
                 .map_err(crate::StartError::Setting)?,
             )),
         };
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        // The in-flight gauge reads this counter when scraped.
+        crate::metrics::metrics().in_flight.track(&in_flight);
         Ok(App {
             client,
             clients,
@@ -159,7 +162,7 @@ impl App {
             concurrency,
             shared_limits,
             drain_timeout: DRAIN_TIMEOUT,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            in_flight,
             body_budget: Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET_KIB)),
             unrouted: RouteMetrics::new(""),
         })

@@ -13,6 +13,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use prometheus_client::metrics::counter::Counter;
 
 use super::{OutBody, Outgoing};
 use crate::config::RouteSpec;
@@ -23,7 +24,8 @@ use crate::telemetry::error_chain;
 use crate::upstream::{UpstreamBody, UpstreamClient};
 
 /// Sends the request upstream and streams the response back, scrubbing the credential from
-/// the response when the route asks for it (counting scrubs into `scrubbed`).
+/// the response when the route asks for it (counting scrubs into the request's `scrubbed`
+/// and the route's `route_scrubbed`).
 pub async fn forward(
     client: &UpstreamClient,
     route: &RouteSpec,
@@ -31,7 +33,14 @@ pub async fn forward(
     needles: Option<&Arc<crate::scrub::Needles>>,
     request_id: &HeaderValue,
     scrubbed: &Arc<AtomicU64>,
+    route_scrubbed: &Counter,
 ) -> Result<axum::response::Response, ProxyError> {
+    let count = |n: u64| {
+        if n > 0 {
+            scrubbed.fetch_add(n, Ordering::Relaxed);
+            route_scrubbed.inc_by(n);
+        }
+    };
     let Outgoing {
         method,
         uri,
@@ -120,14 +129,14 @@ pub async fn forward(
         };
         if n.in_header_name(name) {
             // A header *named* after the credential cannot be cleaned: it is dropped.
-            scrubbed.fetch_add(1, Ordering::Relaxed);
+            count(1);
             if dropped.last() != Some(name) {
                 dropped.push(name.clone());
             }
             continue;
         }
-        if let Some((clean, count)) = n.header_value(value) {
-            scrubbed.fetch_add(count, Ordering::Relaxed);
+        if let Some((clean, n)) = n.header_value(value) {
+            count(n);
             *value = clean;
         }
     }
@@ -147,10 +156,8 @@ pub async fn forward(
         let whole = read_whole(stream, len as usize, &route.name, route.idle_timeout).await?;
         let whole = match needles {
             Some(needles) => {
-                let (clean, count) = needles.scrub_whole(whole);
-                if count > 0 {
-                    scrubbed.fetch_add(count, Ordering::Relaxed);
-                }
+                let (clean, n) = needles.scrub_whole(whole);
+                count(n);
                 clean
             }
             None => whole,
@@ -167,7 +174,10 @@ pub async fn forward(
             if !is_head {
                 out_headers.remove(header::CONTENT_LENGTH);
             }
-            Body::from_stream(ScrubStream::new(stream, needles.clone(), scrubbed.clone()))
+            Body::from_stream(
+                ScrubStream::new(stream, needles.clone(), scrubbed.clone())
+                    .counting_into(route_scrubbed.clone()),
+            )
         }
         None => Body::from_stream(stream),
     };
