@@ -5,9 +5,10 @@
 //! when the body ends, fails, or is dropped (a client disconnect), so streamed sizes count and
 //! every request logs exactly once. The entry is a typed struct serialised with serde_json
 //! (tracing-stackdriver renames keys and cannot write `null`; `audit/json.rs` writes the
-//! same bytes serde_json would, without its byte-at-a-time escaping), handed to a bounded channel and
-//! written by a dedicated thread: the request path never blocks on stdout. If the channel is
-//! ever full, the entry is dropped and counted; the first drop is logged.
+//! same bytes serde_json would, without its byte-at-a-time escaping). The finished context
+//! goes to a queue bounded in bytes; a dedicated thread builds the entry, serialises and
+//! writes it, so the request path neither blocks on stdout nor spends time on JSON. If the
+//! queue is ever full, the entry is dropped and counted; the first drop is logged.
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -320,17 +321,53 @@ impl RequestContext {
         self.started.elapsed()
     }
 
+    /// About how much memory this context holds, for the audit queue's bound.
+    fn held_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Self>()
+            + self.request_url.len()
+            + text(&self.remote_ip)
+            + text(&self.user_agent)
+            + text(&self.route)
+            + text(&self.secret)
+            + text(&self.secret_version)
+            + self.trace.as_ref().map_or(0, |t| t.trace_id.len() + 16)
+            + self
+                .labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>()
+    }
+
     /// Records the query actually forwarded (without the injected parameter).
     pub fn set_query(&mut self, path: &str, query: Option<&str>) {
         self.request_url = audit_url(path, query);
     }
 
+    #[cfg(test)]
     fn entry<'a>(
         &'a self,
         status: StatusCode,
         response_size: u64,
         config: &'a AuditConfig,
     ) -> AuditEntry<'a> {
+        let end = Ended {
+            status,
+            response_size,
+            latency: self.started.elapsed(),
+            time: std::time::SystemTime::now(),
+        };
+        self.entry_at(&end, config)
+    }
+
+    /// The entry of a request that ended as `end` says.
+    fn entry_at<'a>(&'a self, end: &Ended, config: &'a AuditConfig) -> AuditEntry<'a> {
+        let Ended {
+            status,
+            response_size,
+            latency,
+            time,
+        } = *end;
         let status_u16 = status.as_u16();
         let own_5xx = self.upstream_status.is_none() && status.is_server_error();
         let severity = if self.reason == Some("decoy") {
@@ -361,7 +398,6 @@ impl RequestContext {
             message.push_str(reason);
             message.push(')');
         }
-        let latency = self.started.elapsed();
         let (trace, span_id, trace_sampled) = match (&self.trace, &config.project_id) {
             (Some(t), Some(project)) => (
                 Some(format!("projects/{project}/traces/{}", t.trace_id)),
@@ -373,7 +409,7 @@ impl RequestContext {
         AuditEntry {
             severity,
             message,
-            time: rfc3339_micros(std::time::SystemTime::now()),
+            time: rfc3339_micros(time),
             http_request: HttpRequest {
                 request_method: self.method.as_str(),
                 request_url: bounded_str(&self.request_url, MAX_FIELD_BYTES),
@@ -517,32 +553,48 @@ pub struct AuditConfig {
     pub project_id: Option<String>,
 }
 
+/// How a request ended: what its entry needs beyond its context.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ended {
+    status: StatusCode,
+    response_size: u64,
+    latency: std::time::Duration,
+    time: std::time::SystemTime,
+}
+
 /// A request's audit entry from the moment it enters the pipeline: written exactly once,
 /// by [`AuditGuard::finish`] (the response is over), or when the guard is dropped without
 /// it (the request future was dropped: the caller went away before the response started,
 /// 499 `client_closed`, or the drain deadline cut it, 503 `shutdown`).
+///
+/// Writing hands the context itself to the audit thread, which builds and serialises the
+/// entry: the request path only stamps the end time and moves a pointer.
 pub struct AuditGuard {
     /// Boxed: the guard moves from the request's future into its response body, and a
-    /// context is about 500 bytes.
-    cx: Box<RequestContext>,
+    /// context is about 500 bytes. `None` once handed to the writer.
+    cx: Option<Box<RequestContext>>,
     sink: AuditSink,
-    written: bool,
 }
 
 impl AuditGuard {
     /// Guards `cx`; its entry goes to `sink`.
     pub fn new(cx: RequestContext, sink: &AuditSink) -> Self {
         AuditGuard {
-            cx: Box::new(cx),
+            cx: Some(Box::new(cx)),
             sink: sink.clone(),
-            written: false,
         }
     }
 
     fn write(&mut self, status: StatusCode, bytes: u64) {
-        let entry = self.cx.entry(status, bytes, &self.sink.config);
-        self.sink.write(&entry);
-        self.written = true;
+        if let Some(cx) = self.cx.take() {
+            let end = Ended {
+                status,
+                response_size: bytes,
+                latency: cx.started.elapsed(),
+                time: std::time::SystemTime::now(),
+            };
+            self.sink.submit(cx, end);
+        }
     }
 
     /// Writes the entry of a response of `status` whose body sent `bytes`.
@@ -554,13 +606,18 @@ impl AuditGuard {
 impl std::ops::Deref for AuditGuard {
     type Target = RequestContext;
     fn deref(&self) -> &RequestContext {
-        &self.cx
+        // Taken only by the final write, in `finish(self)` or `drop`: never seen after.
+        self.cx
+            .as_deref()
+            .expect("a guard's context lives until its entry is written")
     }
 }
 
 impl std::ops::DerefMut for AuditGuard {
     fn deref_mut(&mut self) -> &mut RequestContext {
-        &mut self.cx
+        self.cx
+            .as_deref_mut()
+            .expect("a guard's context lives until its entry is written")
     }
 }
 
@@ -569,9 +626,9 @@ const CLIENT_CLOSED: u16 = 499;
 
 impl Drop for AuditGuard {
     fn drop(&mut self) {
-        if self.written {
+        let Some(cx) = self.cx.as_deref_mut() else {
             return;
-        }
+        };
         let (status, reason) = if self.sink.shutting_down.load(Ordering::Acquire) {
             (StatusCode::SERVICE_UNAVAILABLE, "shutdown")
         } else {
@@ -580,7 +637,7 @@ impl Drop for AuditGuard {
                 "client_closed",
             )
         };
-        self.cx.reason = Some(reason);
+        cx.reason = Some(reason);
         self.write(status, 0);
     }
 }
@@ -869,22 +926,26 @@ mod tests {
         };
         let sink =
             AuditSink::start(config.clone(), Box::new(Stuck(release.clone()))).expect("sink");
-        let cx = cx();
-        let mut entry = cx.entry(StatusCode::OK, 0, &config);
-        entry.message = "x".repeat(64 * 1024);
+        // A context holding 64 KiB (its URL; the entry would cut it, the queue counts it).
+        let big = || {
+            let mut cx = cx();
+            cx.request_url = "x".repeat(64 * 1024);
+            AuditGuard::new(cx, &sink)
+        };
         let mut written = 0usize;
         while sink.dropped() == 0 {
-            sink.write(&entry);
+            big().finish(StatusCode::OK, 0);
             written += 1;
             assert!(written < 10_000, "nothing was ever dropped");
         }
-        // About 64 MiB of 64 KiB entries were taken before the first drop.
+        // About 64 MiB of 64 KiB contexts were taken before the first drop (plus the few
+        // the writer took out: their lines, cut to 2 KiB, fill its 64 KiB buffer first).
         assert!(
-            (1000..=1030).contains(&written),
+            (1000..=1060).contains(&written),
             "{written} entries before a drop"
         );
         assert!(sink.queued.load(Ordering::Acquire) <= sink::QUEUE_BYTES);
-        sink.write(&entry);
+        big().finish(StatusCode::OK, 0);
         assert_eq!(sink.dropped(), 2);
         drop(release);
     }

@@ -1,6 +1,7 @@
-//! The writer of audit lines: entries are serialised on the request path, queued (bounded
-//! in bytes) and written to stdout by a dedicated thread, so the request path never blocks
-//! on stdout. What cannot be queued is counted and reported.
+//! The writer of audit lines: a finished request's context is queued (bounded in bytes)
+//! to a dedicated thread, which builds its entry, serialises it and writes it to stdout. The
+//! request path neither blocks on stdout nor spends its time on JSON. What cannot be
+//! queued is counted and reported.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::mpsc;
 
 use tokio::time::Instant;
 
-use super::{AuditConfig, AuditEntry};
+use super::{AuditConfig, Ended, RequestContext};
 
 /// Bytes of entries waiting for the writer thread before new ones are dropped.
 pub(super) const QUEUE_BYTES: usize = 64 * 1024 * 1024;
@@ -17,7 +18,8 @@ pub(super) const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 const DROP_REPORT_INTERVAL_SECONDS: u64 = 10;
 
 enum Msg {
-    Line(Vec<u8>),
+    /// A finished request, and the bytes it counts against the queue's bound.
+    Entry(Box<RequestContext>, Ended, usize),
     Flush(mpsc::Sender<()>),
 }
 
@@ -25,18 +27,29 @@ enum Msg {
 /// instead of blocking on the channel means a request enqueueing an entry never has to
 /// wake this thread (a futex syscall per request); entries wait at most `IDLE_MAX`.
 #[allow(clippy::disallowed_methods)] // a dedicated OS thread, not the async runtime
-fn write_loop(rx: &mpsc::Receiver<Msg>, out: Box<dyn Write + Send>, queued: &AtomicUsize) {
+fn write_loop(
+    rx: &mpsc::Receiver<Msg>,
+    out: Box<dyn Write + Send>,
+    queued: &AtomicUsize,
+    config: &AuditConfig,
+) {
     const IDLE_MIN: std::time::Duration = std::time::Duration::from_millis(1);
     const IDLE_MAX: std::time::Duration = std::time::Duration::from_millis(20);
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    // Entries are 600-900 bytes: one buffer, reused.
+    let mut line = Vec::with_capacity(4096);
     let mut idle = IDLE_MIN;
     loop {
         let mut wrote = false;
         loop {
             match rx.try_recv() {
-                Ok(Msg::Line(line)) => {
+                Ok(Msg::Entry(cx, end, size)) => {
+                    line.clear();
+                    super::json::write_entry(&mut line, &cx.entry_at(&end, config));
+                    line.push(b'\n');
                     let _ = out.write_all(&line);
-                    queued.fetch_sub(line.len(), Ordering::AcqRel);
+                    drop(cx);
+                    queued.fetch_sub(size, Ordering::AcqRel);
                     wrote = true;
                 }
                 Ok(Msg::Flush(ack)) => {
@@ -80,7 +93,6 @@ impl std::ops::Deref for AuditSink {
 /// What an [`AuditSink`] shares.
 pub struct SinkInner {
     tx: mpsc::Sender<Msg>,
-    pub(super) config: Arc<AuditConfig>,
     dropped: Arc<AtomicU64>,
     /// Bytes of entries queued and not yet written.
     pub(super) queued: Arc<AtomicUsize>,
@@ -99,11 +111,10 @@ impl AuditSink {
         let writer_queued = queued.clone();
         std::thread::Builder::new()
             .name("credproxy-audit".to_string())
-            .spawn(move || write_loop(&rx, out, &writer_queued))?;
+            .spawn(move || write_loop(&rx, out, &writer_queued, &config))?;
         Ok(AuditSink {
             inner: Arc::new(SinkInner {
                 tx,
-                config: Arc::new(config),
                 dropped: Arc::default(),
                 queued,
                 reported: Arc::default(),
@@ -124,15 +135,12 @@ impl AuditSink {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Writes one entry without blocking.
-    pub fn write(&self, entry: &AuditEntry) {
-        // Entries are 600-900 bytes: one allocation, no regrowth.
-        let mut line = Vec::with_capacity(1024);
-        super::json::write_entry(&mut line, entry);
-        line.push(b'\n');
-        let len = line.len();
+    /// Queues the entry of the request `cx`, ended as `end`, without blocking.
+    pub(super) fn submit(&self, cx: Box<RequestContext>, end: Ended) {
+        let len = cx.held_bytes();
         let fits = self.queued.fetch_add(len, Ordering::AcqRel) + len <= QUEUE_BYTES;
-        if !fits || self.tx.send(Msg::Line(line)).is_err() {
+        if !fits || self.tx.send(Msg::Entry(cx, end, len)).is_err() {
+            // A refused context is dropped here (in `send`'s error, or unsent).
             self.queued.fetch_sub(len, Ordering::AcqRel);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             crate::metrics::metrics().audit_dropped.inc();
