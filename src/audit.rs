@@ -85,7 +85,7 @@ pub struct HttpRequest<'a> {
     /// `"0.012s"`.
     pub latency: String,
     /// Client address.
-    pub remote_ip: Option<&'a str>,
+    pub remote_ip: Option<String>,
     /// Caller's `User-Agent`.
     pub user_agent: Option<Cow<'a, str>>,
     /// Response body bytes sent.
@@ -180,7 +180,6 @@ pub struct RequestContext {
     method: Method,
     /// Path and query for `requestUrl`.
     pub request_url: String,
-    remote_ip: Option<String>,
     user_agent: Option<String>,
     trace: Option<Trace>,
     /// Verified caller.
@@ -281,14 +280,13 @@ impl RequestContext {
         uri: &http::Uri,
         headers: &HeaderMap,
         optional: crate::headers::Optional,
-        remote_ip: Option<String>,
+        client_ip: Option<std::net::IpAddr>,
     ) -> Self {
         RequestContext {
             request_id,
             started: Instant::now(),
             method: method.clone(),
             request_url: audit_url(uri.path(), uri.query()),
-            remote_ip,
             user_agent: headers
                 .get(http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
@@ -304,7 +302,7 @@ impl RequestContext {
             scrubbed: Arc::new(AtomicU64::new(0)),
             retried: false,
             decoy: false,
-            client_ip: None,
+            client_ip,
             upstream_elapsed: None,
             rule: None,
             shadow: None,
@@ -326,7 +324,6 @@ impl RequestContext {
         let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         std::mem::size_of::<Self>()
             + self.request_url.len()
-            + text(&self.remote_ip)
             + text(&self.user_agent)
             + text(&self.route)
             + text(&self.secret)
@@ -339,9 +336,12 @@ impl RequestContext {
                 .sum::<usize>()
     }
 
-    /// Records the query actually forwarded (without the injected parameter).
-    pub fn set_query(&mut self, path: &str, query: Option<&str>) {
-        self.request_url = audit_url(path, query);
+    /// Records the query actually forwarded (without the injected parameter), when it is not
+    /// the query of `uri` the context was made with.
+    pub fn set_query(&mut self, uri: &http::Uri, query: Option<&str>) {
+        if query != uri.query() {
+            self.request_url = audit_url(uri.path(), query);
+        }
     }
 
     #[cfg(test)]
@@ -415,7 +415,8 @@ impl RequestContext {
                 request_url: bounded_str(&self.request_url, MAX_FIELD_BYTES),
                 status: status_u16,
                 latency: seconds_text(latency),
-                remote_ip: self.remote_ip.as_deref(),
+                // Formatted here, on the writer's thread.
+                remote_ip: self.client_ip.map(ip_text),
                 user_agent: self
                     .user_agent
                     .as_deref()
@@ -841,7 +842,7 @@ mod tests {
             &"/api/v1/x?a=1".parse().expect("uri"),
             &h,
             crate::headers::optional(&h),
-            Some("10.0.0.1".to_string()),
+            Some([10, 0, 0, 1].into()),
         )
     }
 

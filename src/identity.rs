@@ -317,7 +317,10 @@ impl Verifier {
         if let Some(hit) = self.verified.get(&hash)
             && *hit.token == *token
         {
-            let now = chrono::Utc::now().timestamp();
+            // Whole seconds since the epoch, without a calendar date (chrono's `Utc::now`).
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
             if now <= hit.exp.saturating_add(self.leeway_seconds as i64)
                 && self.keys.load().keys.contains_key(&*hit.kid)
             {

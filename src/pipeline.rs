@@ -45,15 +45,14 @@ pub async fn handle(
         app.config.server.trusted_proxy_hops,
     );
     let optional = crate::headers::optional(request.headers());
-    let mut cx = RequestContext::new(
+    let cx = RequestContext::new(
         request_id_of(request.headers(), optional.request_id),
         request.method(),
         request.uri(),
         request.headers(),
         optional,
-        client.map(crate::audit::ip_text),
+        client,
     );
-    cx.client_ip = client;
     // From here on the request is audited, whatever happens to this future.
     let mut cx = AuditGuard::new(cx, &app.audit);
     let count = app.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
@@ -129,7 +128,7 @@ pub async fn pipeline<'a>(
     )
     .await?;
     let rewrite = Rewrite::new(&parts, &route.spec, &target, &resolved);
-    cx.set_query(parts.uri.path(), rewrite.query());
+    cx.set_query(&parts.uri, rewrite.query());
     let client = upstream_client(app, route, thread).await?;
 
     let sent = tokio::time::Instant::now();

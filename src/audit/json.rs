@@ -97,7 +97,7 @@ fn http_request(out: &mut Vec<u8>, r: &HttpRequest) {
     out.extend_from_slice(b",\"latency\":");
     string(out, &r.latency);
     out.extend_from_slice(b",\"remoteIp\":");
-    opt_string(out, r.remote_ip);
+    opt_string(out, r.remote_ip.as_deref());
     out.extend_from_slice(b",\"userAgent\":");
     opt_string(out, r.user_agent.as_deref());
     out.extend_from_slice(b",\"responseSize\":");
@@ -220,7 +220,7 @@ mod tests {
                 request_url: format!("/bench/v1/{text}?a=1&b={text}").into(),
                 status: 200,
                 latency: "0.000123s".to_string(),
-                remote_ip: Some("10.0.0.1"),
+                remote_ip: Some("10.0.0.1".to_string()),
                 user_agent: Some(text.into()),
                 response_size: "18446744073709551615".to_string(),
             },

@@ -162,7 +162,10 @@ pub async fn forward(
             }
             None => whole,
         };
-        out_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+        // The upstream's Content-Length stands unless scrubbing changed the length.
+        if whole.len() as u64 != len {
+            out_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+        }
         let mut out = axum::response::Response::new(Body::from(whole));
         *out.status_mut() = status;
         *out.headers_mut() = out_headers;
