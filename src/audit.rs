@@ -185,13 +185,13 @@ pub struct RequestContext {
     /// Verified caller.
     pub caller: Option<Arc<str>>,
     /// Route name.
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// Whether policy allowed the request.
     pub allowed: bool,
     /// Refusal reason.
     pub reason: Option<&'static str>,
     /// Secret reference without version.
-    pub secret: Option<String>,
+    pub secret: Option<Arc<str>>,
     /// Resolved version.
     pub secret_version: Option<String>,
     /// Status the upstream answered.
@@ -325,8 +325,6 @@ impl RequestContext {
         std::mem::size_of::<Self>()
             + self.request_url.len()
             + text(&self.user_agent)
-            + text(&self.route)
-            + text(&self.secret)
             + text(&self.secret_version)
             + self.trace.as_ref().map_or(0, |t| t.trace_id.len() + 16)
             + self

@@ -201,8 +201,8 @@ fn route<'a, 'p>(
         .routes
         .get(target.route.as_ref())
         .ok_or_else(|| ProxyError::UnknownRoute(target.route.to_string()))?;
-    cx.route = Some(route.spec.name.clone());
-    cx.secret = Some(route.credential.resource().to_string());
+    cx.route = Some(route.audit_names.0.clone());
+    cx.secret = Some(route.audit_names.1.clone());
     Ok((route, target))
 }
 

@@ -40,6 +40,9 @@ pub struct RouteRuntime {
     pub limits: crate::limit::RouteLimits,
     /// Its mutual-TLS client, when `upstream_tls` is set.
     pub tls: Option<crate::upstream::route_tls::RouteTls>,
+    /// Its name and its secret reference as the audit entry names them: shared, so a
+    /// request's entry takes a reference count instead of copying them.
+    pub audit_names: (Arc<str>, Arc<str>),
 }
 
 /// Everything the handler needs, shared by all requests.
@@ -120,6 +123,10 @@ impl App {
                 Ok((
                     spec.name.clone(),
                     RouteRuntime {
+                        audit_names: (
+                            Arc::from(spec.name.as_str()),
+                            Arc::from(credential.resource()),
+                        ),
                         spec,
                         credential,
                         metrics,

@@ -62,7 +62,8 @@ pub async fn forward(
     if let Some(len) = declared.filter(|len| *len > 0 || caller_sent_length) {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
-    let exceeded = Arc::new(AtomicBool::new(false));
+    // Set by a streamed body that goes over the limit (an empty or whole body cannot).
+    let mut exceeded = None;
     let upstream_body = match body {
         OutBody::Full(bytes) => UpstreamBody::Full(Some(bytes)),
         OutBody::Stream(body) if http_body::Body::is_end_stream(&body) || declared == Some(0) => {
@@ -72,7 +73,7 @@ pub async fn forward(
             inner: body,
             seen: 0,
             limit: route.max_body_bytes,
-            exceeded: exceeded.clone(),
+            exceeded: exceeded.insert(Arc::new(AtomicBool::new(false))).clone(),
         },
     };
     let is_head = method == Method::HEAD;
@@ -83,7 +84,7 @@ pub async fn forward(
     let response = match tokio::time::timeout(route.timeout, client.request(request)).await {
         Err(_) => return Err(ProxyError::UpstreamTimeout(route.timeout.as_secs())),
         Ok(Err(err)) => {
-            if exceeded.load(Ordering::Acquire) {
+            if exceeded.is_some_and(|e| e.load(Ordering::Acquire)) {
                 return Err(ProxyError::BodyTooLarge {
                     limit: route.max_body_bytes,
                 });
