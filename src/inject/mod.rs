@@ -486,13 +486,14 @@ pub fn sign(
         resource: spec.secret.resource(),
         detail,
     };
-    let now = std::time::SystemTime::now();
+    // The clock is read only by the kinds that sign.
+    let now = std::time::SystemTime::now;
     match (&spec.inject, prepared) {
         (Injection::Hmac(hmac_spec), Prepared::Hmac { key }) => {
-            hmac::apply(hmac_spec, key.expose_secret(), request, now).map_err(failed)
+            hmac::apply(hmac_spec, key.expose_secret(), request, now()).map_err(failed)
         }
         (Injection::AwsSigV4(aws_spec), Prepared::AwsSigV4 { credentials }) => {
-            aws_sigv4::apply(aws_spec, credentials, request, now).map_err(|f| match f {
+            aws_sigv4::apply(aws_spec, credentials, request, now()).map_err(|f| match f {
                 SignFailure::Caller(detail) => InjectError::CallerHeader { detail },
                 SignFailure::Credential(detail) => failed(detail),
             })
