@@ -84,7 +84,10 @@ pub fn request_id_of(headers: &http::HeaderMap, present: bool) -> HeaderValue {
     for (i, digit) in id.iter_mut().enumerate() {
         *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    // Shared from the start: the id is cloned into the upstream request and the response,
+    // and a clone of bytes made from a `Vec` allocates again to share them.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// Which of the optional request headers credproxy reads are there.

@@ -112,7 +112,8 @@ pub async fn forward(
     // with all its values, and only scrubbed values are replaced.
     let mut out_headers = head.headers;
     let named = connection_tokens(&out_headers);
-    let mut dropped: Vec<HeaderName> = Vec::new();
+    // Inline: nearly every response drops one or two (`Connection`, `Keep-Alive`).
+    let mut dropped: smallvec::SmallVec<[HeaderName; 4]> = smallvec::SmallVec::new();
     for (name, value) in out_headers.iter_mut() {
         if is_hop_by_hop_or_framing(name) && name != header::CONTENT_LENGTH
             || route.response_headers_remove.contains(name)

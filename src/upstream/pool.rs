@@ -282,14 +282,16 @@ impl Pools {
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, Error> {
         let host = self.host(request.uri())?;
-        // The route's origin is the pool's; only the path and query go on.
-        let target = std::mem::take(request.uri_mut())
-            .into_parts()
-            .path_and_query;
         // One more try, on a new connection, when a pooled one closed before the request
         // was written.
         let mut fresh = false;
         loop {
+            // The route's origin is the pool's; only the path and query go on. Taken from
+            // the request each time (a request handed back still carries them), so they
+            // are never cloned: a clone of a fresh URI's bytes is an allocation.
+            let target = std::mem::take(request.uri_mut())
+                .into_parts()
+                .path_and_query;
             let pooled = if fresh { None } else { host.checkout() };
             let reused = pooled.is_some();
             let conn = match pooled {
@@ -300,14 +302,14 @@ impl Pools {
             };
             let sent = match conn {
                 Conn::H2(mut tx) => {
-                    *request.uri_mut() = host.absolute(target.clone())?;
+                    *request.uri_mut() = host.absolute(target)?;
                     request.headers_mut().remove(header::HOST);
                     tx.try_send_request(request)
                         .await
                         .map(|response| response.map(|body| ResponseBody::new(body, None)))
                 }
                 Conn::H1(mut tx) => {
-                    *request.uri_mut() = origin_form(target.clone());
+                    *request.uri_mut() = origin_form(target);
                     request
                         .headers_mut()
                         .entry(header::HOST)

@@ -231,3 +231,40 @@ async fn a_connection_still_sending_a_request_body_is_not_handed_to_the_next_req
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     drop(tx);
 }
+
+/// A request handed back by a closed connection is retried with the path and query it
+/// carries: taking them from its URI again gives the same request line (HTTP/1) and the
+/// same `:path` (HTTP/2).
+#[test]
+fn a_retried_request_keeps_its_path_and_query() {
+    let host = Host {
+        dst: "http://upstream.test:8080/".parse().expect("dst"),
+        host: HeaderValue::from_static("upstream.test:8080"),
+        idle: Mutex::new(Idle::default()),
+    };
+    for target in ["/", "/v1/items", "/v1/items?page=2&q=a%20b", "/?x=1"] {
+        let mut uri: Uri = format!("http://upstream.test:8080{target}")
+            .parse()
+            .expect("uri");
+        // HTTP/1, twice: as sent, then as retried from the handed-back request.
+        for _ in 0..2 {
+            uri = origin_form(std::mem::take(&mut uri).into_parts().path_and_query);
+            assert_eq!(uri.to_string(), target);
+        }
+        // HTTP/2: absolute, then back.
+        let absolute = host
+            .absolute(uri.clone().into_parts().path_and_query)
+            .expect("absolute");
+        assert_eq!(
+            absolute.to_string(),
+            format!("http://upstream.test:8080{target}")
+        );
+        let again = host
+            .absolute(absolute.into_parts().path_and_query)
+            .expect("absolute");
+        assert_eq!(
+            again.to_string(),
+            format!("http://upstream.test:8080{target}")
+        );
+    }
+}
