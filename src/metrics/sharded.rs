@@ -21,6 +21,16 @@ fn shard_count() -> usize {
     *COUNT
 }
 
+/// One default shard per serving thread.
+fn new_shards<T: Default>() -> Arc<[T]> {
+    (0..shard_count()).map(|_| T::default()).collect()
+}
+
+/// Serving thread `shard`'s part (wrapping around past the last).
+fn part<T>(shards: &[T], shard: usize) -> &T {
+    &shards[shard % shards.len()]
+}
+
 /// Upper bounds of the latency buckets, in seconds: 100 µs doubling to about 52 s (as
 /// `exponential_buckets(0.0001, 2.0, 20)`), then `+Inf`.
 const BOUNDS: usize = 20;
@@ -53,9 +63,7 @@ pub struct LatencyHistogram {
 impl Default for LatencyHistogram {
     fn default() -> Self {
         LatencyHistogram {
-            shards: (0..shard_count())
-                .map(|_| HistogramShard::default())
-                .collect(),
+            shards: new_shards(),
         }
     }
 }
@@ -74,7 +82,7 @@ impl LatencyHistogram {
     /// Records `elapsed`, on serving thread `shard`'s part.
     pub fn observe(&self, shard: usize, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let part = &self.shards[shard % self.shards.len()];
+        let part = part(&self.shards, shard);
         part.buckets[bucket(nanos)].fetch_add(1, Ordering::Relaxed);
         part.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
@@ -128,9 +136,7 @@ pub struct ShardedCounter {
 impl Default for ShardedCounter {
     fn default() -> Self {
         ShardedCounter {
-            shards: (0..shard_count())
-                .map(|_| CounterShard::default())
-                .collect(),
+            shards: new_shards(),
         }
     }
 }
@@ -144,9 +150,7 @@ impl std::fmt::Debug for ShardedCounter {
 impl ShardedCounter {
     /// Adds one, on serving thread `shard`'s part.
     pub fn inc(&self, shard: usize) {
-        self.shards[shard % self.shards.len()]
-            .0
-            .fetch_add(1, Ordering::Relaxed);
+        part(&self.shards, shard).0.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The total over every shard.
