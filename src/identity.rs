@@ -136,7 +136,9 @@ struct Jwk {
 /// The RSA keys of one JWKS fetch, by `kid`.
 #[derive(Default)]
 pub struct KeySet {
-    keys: HashMap<String, DecodingKey>,
+    /// foldhash rather than SipHash (looked up on every request): the keys are Google's
+    /// `kid`s, a handful, and a lookup cannot add one.
+    keys: HashMap<String, DecodingKey, foldhash::fast::RandomState>,
 }
 
 impl KeySet {
@@ -144,7 +146,7 @@ impl KeySet {
     pub fn parse(body: &[u8]) -> Result<Self, String> {
         let set: JwkSet =
             serde_json::from_slice(body).map_err(|e| format!("JWKS is not valid JSON: {e}"))?;
-        let mut keys = HashMap::new();
+        let mut keys = HashMap::default();
         for jwk in set.keys {
             if jwk.kty != "RSA"
                 || jwk.alg.as_deref().is_some_and(|a| a != "RS256")

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::Request;
-use axum::response::Response;
 use http::request::Parts;
 use http::{StatusCode, Version};
 
@@ -23,12 +22,19 @@ use crate::identity::Caller;
 use crate::inject::oauth2::Minted;
 use crate::limit::concurrency::Slot;
 use crate::policy::{self, Attempt, Target};
-use crate::proxy::{self, OutBody, rewrite::Rewrite};
+use crate::proxy::{self, Answer, OutBody, rewrite::Rewrite};
 use crate::state::{App, RouteRuntime, ServingThread};
 use crate::upstream::UpstreamClient;
 
 /// Where Pub/Sub pushes Secret Manager events.
 pub const EVENTS_PATH: &str = "/_credproxy/events/secret-manager";
+
+/// A response on its way to the caller: its body completes the audit entry and releases the
+/// request's holds when it is over.
+pub type Response = http::Response<Served>;
+
+/// The body of a [`Response`].
+pub type Served = Observed<Answer, Holds>;
 
 /// Every request but the three the router answers: the stages in order (or the events
 /// endpoint), then one audit entry when the response body is over. `peer` is the TCP peer,
@@ -68,7 +74,9 @@ pub async fn handle(
     } else if path == EVENTS_PATH {
         // Rare paths are boxed here and below: their futures would otherwise make every
         // request's future larger, and every move of it a longer copy.
-        Box::pin(crate::events::receive(app, &mut cx, request)).await
+        Box::pin(crate::events::receive(app, &mut cx, request))
+            .await
+            .map(|r| r.map(Answer::Body))
     } else if path.starts_with("/_credproxy/") || path == "/_credproxy" {
         Err(ProxyError::NotFound)
     } else {
@@ -80,7 +88,7 @@ pub async fn handle(
             // Causes are logged where they happen, once per interval (the store) or per
             // upstream failure; the audit entry records every refusal.
             cx.reason = Some(if cx.decoy { "decoy" } else { err.reason() });
-            err.into_response_with(&cx.request_id)
+            err.into_response_with(&cx.request_id).map(Answer::Body)
         }
     };
     let route_metrics = routed.map_or(&app.unrouted, |r: &RouteRuntime| &r.metrics);
@@ -96,7 +104,7 @@ pub async fn handle(
     } else {
         route_metrics.overhead.observe(shard, total);
     }
-    Observed::wrap(response, cx, Box::new(holds))
+    Observed::wrap(response, cx, holds)
 }
 
 /// The stage table of `lib.rs`, in order.
@@ -107,7 +115,7 @@ pub async fn pipeline<'a>(
     request: Request,
     holds: &mut Holds,
     routed: &mut Option<&'a RouteRuntime>,
-) -> Result<Response, ProxyError> {
+) -> Result<http::Response<Answer>, ProxyError> {
     let (parts, body) = request.into_parts();
     // Even an unauthenticated probe of a decoy route raises the alert.
     cx.decoy = app.config.decoys.probed(parts.uri.path());
@@ -224,7 +232,12 @@ fn authorize(
             client_ip: cx.client_ip,
             method: &parts.method,
             path: &target.path,
-            now: chrono::Utc::now(),
+            // Only an `expires` is compared with it: without one, any time judges the same.
+            now: if route.expiring {
+                chrono::Utc::now()
+            } else {
+                chrono::DateTime::<chrono::Utc>::UNIX_EPOCH
+            },
         },
     );
     if let Some(shadow) = judged.shadow {
@@ -314,7 +327,7 @@ async fn forward(
     outgoing: proxy::Outgoing,
     resolved: &Resolved,
     minted: Option<&Minted>,
-) -> Result<Response, ProxyError> {
+) -> Result<http::Response<Answer>, ProxyError> {
     let needles = match minted {
         Some(m) => m.scrub.as_ref(),
         None => resolved.scrub.as_ref(),

@@ -43,6 +43,9 @@ pub struct RouteRuntime {
     /// Its name and its secret reference as the audit entry names them: shared, so a
     /// request's entry takes a reference count instead of copying them.
     pub audit_names: (Arc<str>, Arc<str>),
+    /// Whether any of its rules (`allow` or `shadow_allow`) has `expires`: only then does
+    /// judging a request read the calendar clock.
+    pub expiring: bool,
 }
 
 /// Everything the handler needs, shared by all requests.
@@ -123,6 +126,11 @@ impl App {
                 Ok((
                     spec.name.clone(),
                     RouteRuntime {
+                        expiring: spec
+                            .allow
+                            .iter()
+                            .chain(spec.shadow_allow.iter().flatten())
+                            .any(|r| r.expires.is_some()),
                         audit_names: (
                             Arc::from(spec.name.as_str()),
                             Arc::from(credential.resource()),

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
 use bytes::Buf;
 use http::StatusCode;
 use http_body::{Frame, SizeHint};
@@ -93,37 +92,39 @@ impl Drop for AuditGuard {
 }
 
 /// Runs once when the response is over: writes the audit entry and releases what the request
-/// held (its in-flight slot).
-pub struct Completion {
+/// held (`H`: its in-flight slots).
+pub struct Completion<H> {
     guard: AuditGuard,
     status: StatusCode,
-    _hold: Box<dyn Send + Sync>,
+    _hold: H,
 }
 
-impl Completion {
+impl<H> Completion<H> {
     fn finish(self, bytes: u64) {
         self.guard.finish(self.status, bytes);
     }
 }
 
-/// A response body that counts the bytes sent and completes the request when it ends or is
-/// dropped.
-pub struct Observed {
-    inner: Body,
+/// A response body (`B`) that counts the bytes sent and completes the request when it ends
+/// or is dropped, releasing `H` then.
+///
+/// Generic rather than boxed: the serving loop hands it to hyper as it is, so a response
+/// costs no allocation for its body and no virtual call per frame.
+pub struct Observed<B, H> {
+    inner: B,
     bytes: u64,
-    completion: Option<Completion>,
+    completion: Option<Completion<H>>,
 }
 
-impl Observed {
+impl<B, H> Observed<B, H> {
     /// Wraps `response`'s body; `hold` lives until the body is over.
     pub fn wrap(
-        response: axum::response::Response,
+        response: http::Response<B>,
         guard: AuditGuard,
-        hold: Box<dyn Send + Sync>,
-    ) -> axum::response::Response {
+        hold: H,
+    ) -> http::Response<Observed<B, H>> {
         let status = response.status();
-        let (parts, body) = response.into_parts();
-        let observed = Observed {
+        response.map(|body| Observed {
             inner: body,
             bytes: 0,
             completion: Some(Completion {
@@ -131,8 +132,7 @@ impl Observed {
                 status,
                 _hold: hold,
             }),
-        };
-        axum::response::Response::from_parts(parts, Body::new(observed))
+        })
     }
 
     fn complete(&mut self) {
@@ -142,9 +142,13 @@ impl Observed {
     }
 }
 
-impl http_body::Body for Observed {
+impl<B, H> http_body::Body for Observed<B, H>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    H: Unpin,
+{
     type Data = bytes::Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -172,7 +176,7 @@ impl http_body::Body for Observed {
     }
 }
 
-impl Drop for Observed {
+impl<B, H> Drop for Observed<B, H> {
     fn drop(&mut self) {
         self.complete();
     }

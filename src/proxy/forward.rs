@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use prometheus_client::metrics::counter::Counter;
 
-use super::{OutBody, Outgoing};
+use super::{Answer, OutBody, Outgoing};
 use crate::config::RouteSpec;
 use crate::error::ProxyError;
 use crate::headers::{X_REQUEST_ID, connection_tokens, is_hop_by_hop_or_framing};
@@ -34,7 +34,7 @@ pub async fn forward(
     request_id: &HeaderValue,
     scrubbed: &Arc<AtomicU64>,
     route_scrubbed: &Counter,
-) -> Result<axum::response::Response, ProxyError> {
+) -> Result<http::Response<Answer>, ProxyError> {
     let count = |n: u64| {
         if n > 0 {
             scrubbed.fetch_add(n, Ordering::Relaxed);
@@ -168,7 +168,7 @@ pub async fn forward(
         if whole.len() as u64 != len {
             out_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
         }
-        let mut out = axum::response::Response::new(Body::from(whole));
+        let mut out = http::Response::new(Answer::Whole(Some(whole).filter(|b| !b.is_empty())));
         *out.status_mut() = status;
         *out.headers_mut() = out_headers;
         return Ok(out);
@@ -186,7 +186,7 @@ pub async fn forward(
         }
         None => Body::from_stream(stream),
     };
-    let mut out = axum::response::Response::new(body);
+    let mut out = http::Response::new(Answer::Body(body));
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     Ok(out)

@@ -42,6 +42,54 @@ pub enum OutBody {
     Full(Bytes),
 }
 
+/// A response body on its way back to the caller.
+pub enum Answer {
+    /// Read whole (a small answer of known length): sent as one frame, with no allocation
+    /// for the body itself. `None` once sent.
+    Whole(Option<Bytes>),
+    /// Streamed (a large or open-ended answer), or one of credproxy's own answers.
+    Body(Body),
+}
+
+impl From<Body> for Answer {
+    fn from(body: Body) -> Self {
+        Answer::Body(body)
+    }
+}
+
+impl http_body::Body for Answer {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        match self.get_mut() {
+            Answer::Whole(bytes) => {
+                std::task::Poll::Ready(bytes.take().map(|b| Ok(http_body::Frame::data(b))))
+            }
+            Answer::Body(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Answer::Whole(bytes) => bytes.is_none(),
+            Answer::Body(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Answer::Whole(bytes) => {
+                http_body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Answer::Body(body) => body.size_hint(),
+        }
+    }
+}
+
 /// Largest body held for a replay after an upstream 401.
 pub const REPLAY_LIMIT: u64 = 64 * 1024;
 

@@ -143,5 +143,7 @@ async fn proxied(State(app): State<Arc<App>>, request: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let thread = request.extensions().get::<ServingThread>().copied();
-    crate::pipeline::handle(&app, peer, thread, request).await
+    crate::pipeline::handle(&app, peer, thread, request)
+        .await
+        .map(axum::body::Body::new)
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use futures_util::TryFutureExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower::ServiceExt as _;
 
@@ -55,15 +56,25 @@ pub fn serve_connection(
             if super::endpoints::is_router_path(req.uri().path()) {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req.extensions_mut().insert(ServingThread(thread));
-                futures_util::future::Either::Left(router.clone().oneshot(req.map(Body::new)))
+                futures_util::future::Either::Left(
+                    router
+                        .clone()
+                        .oneshot(req.map(Body::new))
+                        .map_ok(|r| r.map(Reply::Router)),
+                )
             } else {
                 let app = app.clone();
                 futures_util::future::Either::Right(async move {
                     let thread = Some(ServingThread(thread));
+                    // A request without a body (most of them) boxes none.
+                    let req = if http_body::Body::is_end_stream(req.body()) {
+                        req.map(|_| Body::empty())
+                    } else {
+                        req.map(Body::new)
+                    };
                     let response =
-                        crate::pipeline::handle(&app, Some(peer.ip()), thread, req.map(Body::new))
-                            .await;
-                    Ok::<_, std::convert::Infallible>(response)
+                        crate::pipeline::handle(&app, Some(peer.ip()), thread, req).await;
+                    Ok::<_, std::convert::Infallible>(response.map(Reply::Proxied))
                 })
             }
         });
@@ -74,6 +85,43 @@ pub fn serve_connection(
     async move {
         if let Err(err) = conn.await {
             tracing::debug!(error = %err, "connection ended with an error");
+        }
+    }
+}
+
+/// A response body as hyper sends it: the router's, or a proxied response's, unboxed.
+pub enum Reply {
+    /// One of the reserved endpoints.
+    Router(Body),
+    /// Everything else.
+    Proxied(crate::pipeline::Served),
+}
+
+impl http_body::Body for Reply {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        match self.get_mut() {
+            Reply::Router(body) => std::pin::Pin::new(body).poll_frame(cx),
+            Reply::Proxied(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Reply::Router(body) => body.is_end_stream(),
+            Reply::Proxied(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Reply::Router(body) => body.size_hint(),
+            Reply::Proxied(body) => body.size_hint(),
         }
     }
 }
