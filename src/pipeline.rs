@@ -76,7 +76,7 @@ pub async fn handle(
         // request's future larger, and every move of it a longer copy.
         Box::pin(crate::events::receive(app, &mut cx, request))
             .await
-            .map(|r| r.map(Answer::Body))
+            .map(|r| r.map(proxy::streamed))
     } else if path.starts_with("/_credproxy/") || path == "/_credproxy" {
         Err(ProxyError::NotFound)
     } else {
@@ -88,7 +88,7 @@ pub async fn handle(
             // Causes are logged where they happen, once per interval (the store) or per
             // upstream failure; the audit entry records every refusal.
             cx.reason = Some(if cx.decoy { "decoy" } else { err.reason() });
-            err.into_response_with(&cx.request_id).map(Answer::Body)
+            err.into_response_with(&cx.request_id).map(proxy::streamed)
         }
     };
     let route_metrics = routed.map_or(&app.unrouted, |r: &RouteRuntime| &r.metrics);

@@ -168,7 +168,7 @@ pub async fn forward(
         if whole.len() as u64 != len {
             out_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
         }
-        let mut out = http::Response::new(Answer::Whole(Some(whole).filter(|b| !b.is_empty())));
+        let mut out = http::Response::new(super::whole(whole));
         *out.status_mut() = status;
         *out.headers_mut() = out_headers;
         return Ok(out);
@@ -186,7 +186,7 @@ pub async fn forward(
         }
         None => Body::from_stream(stream),
     };
-    let mut out = http::Response::new(Answer::Body(body));
+    let mut out = http::Response::new(super::streamed(body));
     *out.status_mut() = status;
     *out.headers_mut() = out_headers;
     Ok(out)

@@ -42,52 +42,19 @@ pub enum OutBody {
     Full(Bytes),
 }
 
-/// A response body on its way back to the caller.
-pub enum Answer {
-    /// Read whole (a small answer of known length): sent as one frame, with no allocation
-    /// for the body itself. `None` once sent.
-    Whole(Option<Bytes>),
-    /// Streamed (a large or open-ended answer), or one of credproxy's own answers.
-    Body(Body),
+/// A response body on its way back to the caller: read whole (a small answer of known
+/// length, one frame with no allocation for the body itself), or streamed (a large or
+/// open-ended answer, or one of credproxy's own). Build it with [`whole`] and [`streamed`].
+pub type Answer = http_body_util::Either<http_body_util::Full<Bytes>, Body>;
+
+/// An answer read whole.
+pub fn whole(bytes: Bytes) -> Answer {
+    http_body_util::Either::Left(http_body_util::Full::new(bytes))
 }
 
-impl From<Body> for Answer {
-    fn from(body: Body) -> Self {
-        Answer::Body(body)
-    }
-}
-
-impl http_body::Body for Answer {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        match self.get_mut() {
-            Answer::Whole(bytes) => {
-                std::task::Poll::Ready(bytes.take().map(|b| Ok(http_body::Frame::data(b))))
-            }
-            Answer::Body(body) => std::pin::Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Answer::Whole(bytes) => bytes.is_none(),
-            Answer::Body(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Answer::Whole(bytes) => {
-                http_body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
-            Answer::Body(body) => body.size_hint(),
-        }
-    }
+/// A streamed answer, or one of credproxy's own.
+pub fn streamed(body: Body) -> Answer {
+    http_body_util::Either::Right(body)
 }
 
 /// Largest body held for a replay after an upstream 401.

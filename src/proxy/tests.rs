@@ -173,7 +173,7 @@ fn aws_sigv4_sends_exactly_the_target_it_signed() {
 #[tokio::test]
 async fn a_whole_answer_is_one_frame_of_its_exact_length() {
     use http_body_util::BodyExt as _;
-    let mut whole = Answer::Whole(Some(bytes::Bytes::from_static(b"{\"ok\":true}")));
+    let mut whole = whole(bytes::Bytes::from_static(b"{\"ok\":true}"));
     assert_eq!(http_body::Body::size_hint(&whole).exact(), Some(11));
     assert!(!http_body::Body::is_end_stream(&whole));
     let frame = whole.frame().await.expect("a frame").expect("data");
@@ -185,7 +185,7 @@ async fn a_whole_answer_is_one_frame_of_its_exact_length() {
     assert_eq!(http_body::Body::size_hint(&whole).exact(), Some(0));
     assert!(whole.frame().await.is_none(), "nothing after the one frame");
 
-    let streamed = Answer::from(axum::body::Body::from("streamed"));
+    let streamed = streamed(axum::body::Body::from("streamed"));
     let collected = streamed.collect().await.expect("collects").to_bytes();
     assert_eq!(&collected[..], b"streamed");
 }

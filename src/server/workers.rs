@@ -60,7 +60,7 @@ pub fn serve_connection(
                     router
                         .clone()
                         .oneshot(req.map(Body::new))
-                        .map_ok(|r| r.map(Reply::Router)),
+                        .map_ok(|r| r.map(Reply::Left)),
                 )
             } else {
                 let app = app.clone();
@@ -74,7 +74,7 @@ pub fn serve_connection(
                     };
                     let response =
                         crate::pipeline::handle(&app, Some(peer.ip()), thread, req).await;
-                    Ok::<_, std::convert::Infallible>(response.map(Reply::Proxied))
+                    Ok::<_, std::convert::Infallible>(response.map(Reply::Right))
                 })
             }
         });
@@ -90,41 +90,7 @@ pub fn serve_connection(
 }
 
 /// A response body as hyper sends it: the router's, or a proxied response's, unboxed.
-pub enum Reply {
-    /// One of the reserved endpoints.
-    Router(Body),
-    /// Everything else.
-    Proxied(crate::pipeline::Served),
-}
-
-impl http_body::Body for Reply {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
-        match self.get_mut() {
-            Reply::Router(body) => std::pin::Pin::new(body).poll_frame(cx),
-            Reply::Proxied(body) => std::pin::Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Reply::Router(body) => body.is_end_stream(),
-            Reply::Proxied(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Reply::Router(body) => body.size_hint(),
-            Reply::Proxied(body) => body.size_hint(),
-        }
-    }
-}
+pub type Reply = http_body_util::Either<Body, crate::pipeline::Served>;
 
 /// A serving thread: its own single-threaded runtime, fed accepted connections.
 pub struct Worker {
